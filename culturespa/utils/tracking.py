@@ -1,0 +1,77 @@
+"""W&B conventions shared by every stage: project, group per sweep or pipeline, job_type per stage, run name from
+the overrides, offline by default, no API key needed, always finished."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+GROUP_ENV = "CULTURESPA_WANDB_GROUP"
+
+
+def run_name(cfg: DictConfig) -> str:
+    """The overrides of this job (``mode=joint,cultures=all``) or the task name."""
+    from culturespa.config import slug
+
+    name = OmegaConf.select(cfg, "logger.wandb.name", default=None)
+    if name:
+        return str(name)
+    overrides = OmegaConf.select(cfg, "hydra.job.override_dirname", default="") or ""
+    return slug(f"{cfg.task_name}-{overrides}" if overrides else str(cfg.task_name), 120)
+
+
+def run_group(cfg: DictConfig) -> str:
+    """Explicit ``logger.wandb.group``, else the pipeline's group, else the sweep folder, else the run name."""
+    group = OmegaConf.select(cfg, "logger.wandb.group", default=None)
+    if group:
+        return str(group)
+    if os.environ.get(GROUP_ENV):
+        return os.environ[GROUP_ENV]
+    mode = str(OmegaConf.select(cfg, "hydra.mode", default="") or "")
+    if mode.endswith("MULTIRUN"):
+        sweep = OmegaConf.select(cfg, "hydra.sweep.dir", default=None)
+        if sweep:
+            return f"{cfg.task_name}-{Path(str(sweep)).name}"
+    return run_name(cfg)
+
+
+def wandb_settings(cfg: DictConfig, job_type: str, name_suffix: str | None = None) -> dict[str, Any] | None:
+    """Keyword arguments for ``wandb.init`` / ``WandbLogger``, or None when W&B logging is off."""
+    wb = OmegaConf.select(cfg, "logger.wandb", default=None)
+    if wb is None or wb.get("mode") == "disabled":
+        return None
+    from culturespa.config import to_plain
+
+    name = run_name(cfg) + (f"-{name_suffix}" if name_suffix else "")
+    save_dir = Path(str(wb.get("save_dir") or "."))
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "project": wb.get("project", "culturespa"),
+        "entity": wb.get("entity"),
+        "mode": wb.get("mode", "offline"),
+        "group": run_group(cfg),
+        "job_type": job_type,
+        "name": name,
+        "tags": list(wb.get("tags") or []),
+        "dir": str(save_dir),
+        "config": to_plain(cfg),
+    }
+
+
+def start_run(cfg: DictConfig, job_type: str, name_suffix: str | None = None) -> Any:
+    """Start a W&B run for a generate/evaluate stage; returns None when logging is off. Callers log with the run and
+    call ``finish_run`` (entry points also finish any run left open)."""
+    settings = wandb_settings(cfg, job_type, name_suffix)
+    if settings is None:
+        return None
+    import wandb
+
+    return wandb.init(reinit="finish_previous", **settings)
+
+
+def finish_run(run: Any) -> None:
+    if run is not None:
+        run.finish()

@@ -1,0 +1,28 @@
+"""Steps 1-3 of CultureSPA: generate questions, filter them, collect answers, build culture-related pairs.
+
+Thin Hydra entry point: all work happens in `culturespa.generate.run.generate(cfg)`, which tests call directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+import culturespa.config  # noqa: F401  (registers the cs_* resolvers before Hydra composes)
+from culturespa.utils.entry import set_offline_defaults, task_wrapper
+
+set_offline_defaults()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+@task_wrapper
+def main(cfg: DictConfig) -> Any:
+    from culturespa.generate.run import generate
+
+    return generate(cfg)
+
+
+if __name__ == "__main__":
+    main()
