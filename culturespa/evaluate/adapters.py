@@ -1,0 +1,129 @@
+"""Which weights answer for which culture: the base model, one joint adapter, or one adapter per culture.
+
+``eval.adapter`` may name
+* an adapter folder (holds ``adapter_config.json``): a joint adapter, used for every culture;
+* a folder holding ``{CODE}/adapter_config.json``: specific adapters, each culture answered by its own;
+* a training output folder holding ``adapter/`` or ``adapters/`` (the layout ``train.py`` writes).
+
+Everything is checked before any model is loaded: the folders exist, every selected culture has its adapter, and each
+adapter was trained on ``cfg.model`` (``culturespa.json`` ``base_model``, else PEFT's ``base_model_name_or_path``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from culturespa.errors import CultureSPAError, fail
+from culturespa.prompts.builder import STYLE_FILE, PromptStyle
+
+ADAPTER_CONFIG = "adapter_config.json"
+META_FILE = "culturespa.json"
+
+
+@dataclass
+class AdapterPlan:
+    """``kind`` is base | joint | specific; ``folders`` maps a culture (None for joint) to its adapter folder."""
+
+    kind: str
+    folders: dict[str | None, Path] = field(default_factory=dict)
+
+    def folder_for(self, culture: str | None) -> Path | None:
+        if self.kind == "base":
+            return None
+        if self.kind == "joint":
+            return self.folders[None]
+        return self.folders[culture]
+
+    def style_for(self, culture: str | None) -> PromptStyle | None:
+        """The prompt style saved beside the culture's adapter, if any."""
+        folder = self.folder_for(culture)
+        if folder is None or not (folder / STYLE_FILE).is_file():
+            return None
+        return PromptStyle.load(folder)
+
+    def describe(self) -> str | None:
+        if self.kind == "base":
+            return None
+        if self.kind == "joint":
+            return str(self.folders[None])
+        return str(next(iter(self.folders.values())).parent)
+
+
+def _is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise fail(path, f"malformed JSON at line {err.lineno}: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise fail(path, "expected a JSON object")
+    return data
+
+
+def _model_aliases(model_cfg: Any, cache_dir: str | Path | None) -> set[str]:
+    """Names under which an adapter's base model may be recorded for ``model_cfg``."""
+    name = str(model_cfg.get("name"))
+    aliases = {name}
+    if model_cfg.get("path"):
+        path = str(model_cfg.get("path"))
+        aliases |= {path, path.rstrip("/"), Path(path).name}
+    if cache_dir:
+        aliases.add(str(Path(str(cache_dir)) / "models" / name))
+    return aliases
+
+
+def check_base_model(folder: Path, model_cfg: Any, cache_dir: str | Path | None = None) -> None:
+    """Refuse an adapter trained on another base model (it would load with shape errors, or worse, without)."""
+    expected = str(model_cfg.get("name"))
+    meta_path = folder / META_FILE
+    if meta_path.is_file():
+        base = _read_json(meta_path).get("base_model")
+        if base is not None and str(base) != expected:
+            raise fail(meta_path, f"adapter was trained on base model {base!r}, but model={expected!r}")
+        if base is not None:
+            return
+    recorded = _read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    if not recorded:
+        return
+    recorded = str(recorded)
+    aliases = _model_aliases(model_cfg, cache_dir)
+    if recorded in aliases or recorded.rstrip("/") in aliases or Path(recorded).name == expected:
+        return
+    raise fail(folder / ADAPTER_CONFIG, f"adapter was trained on base model {recorded!r}, but model={expected!r}")
+
+
+def resolve_adapters(
+    adapter: str | None, cultures: list[str], model_cfg: Any, cache_dir: str | Path | None = None
+) -> AdapterPlan:
+    """Work out the layout of ``eval.adapter`` and check it fully (one-line errors, no model loaded)."""
+    if adapter in (None, "", "null", "none"):
+        return AdapterPlan("base")
+    root = Path(str(adapter)).expanduser()
+    if not root.is_dir():
+        raise CultureSPAError(f"eval.adapter: {root}: no such adapter folder")
+    if not _is_adapter(root):
+        if _is_adapter(root / "adapter"):
+            root = root / "adapter"
+        elif (root / "adapters").is_dir():
+            root = root / "adapters"
+    if _is_adapter(root):
+        check_base_model(root, model_cfg, cache_dir)
+        return AdapterPlan("joint", {None: root})
+    found = {code: root / code for code in cultures if _is_adapter(root / code)}
+    if not found:
+        raise CultureSPAError(
+            f"eval.adapter: {root}: neither an adapter folder ({ADAPTER_CONFIG}) nor a folder of per-culture adapters "
+            f"({{CODE}}/{ADAPTER_CONFIG})"
+        )
+    missing = [code for code in cultures if code not in found]
+    if missing:
+        raise CultureSPAError(f"eval.adapter: {root}: no adapter for culture(s) {', '.join(missing)}")
+    for folder in found.values():
+        check_base_model(folder, model_cfg, cache_dir)
+    return AdapterPlan("specific", dict(found))

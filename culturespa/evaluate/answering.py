@@ -1,0 +1,192 @@
+"""Ask the model (base, joint adapter or specific adapters) the WVS questions for each culture, resumably.
+
+Answers are appended to ``<output_dir>/answers/{setting}_{CODE}.jsonl`` (or ``{setting}.jsonl`` when the prompt does
+not depend on the culture: the model is then asked once and scored against every culture) with the shared answer
+schema, through :class:`ResumableJsonl`; an interrupted evaluation skips what is already there. A fingerprint of the
+settings that shape the answers is kept beside them, so answers made under other settings are never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from culturespa.config import config_hash
+from culturespa.data.jsonl import ResumableJsonl, read_jsonl
+from culturespa.data.questions import Question
+from culturespa.data.wvs import WVSData
+from culturespa.errors import fail
+from culturespa.evaluate.adapters import AdapterPlan
+from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_KEYS = ("model", "eval.adapter", "prompt", "templates", "decoding", "seed")
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def answer_key(record: dict[str, Any]) -> str:
+    return f"{record['id']}|{record['culture']}|{record['run']}"
+
+
+def effective_runs(cfg: Any) -> int:
+    """``eval.runs`` in sample mode; greedy and log-prob answers are deterministic, so one run is enough."""
+    runs = int(cfg.eval.runs)
+    if cfg.decoding.mode != "sample" and runs > 1:
+        log.warning("eval.runs=%d ignored: decoding.mode=%s is deterministic, using 1 run", runs, cfg.decoding.mode)
+        return 1
+    return runs
+
+
+def check_fingerprint(cfg: Any, folder: Path) -> None:
+    """Refuse to resume into answers made with other settings (another prompt, model, adapter or decoding)."""
+    path = folder / FINGERPRINT_FILE
+    current = {
+        "hash": config_hash(cfg, FINGERPRINT_KEYS),
+        "settings": {
+            k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True)
+            if OmegaConf.is_config(OmegaConf.select(cfg, k))
+            else OmegaConf.select(cfg, k)
+            for k in FINGERPRINT_KEYS
+        },
+    }
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("hash") != current["hash"]:
+            raise fail(
+                folder,
+                "holds answers made with other settings (model/adapter/prompt/decoding/seed); "
+                "use another eval.output_dir or delete that folder",
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _record(result: Any, question: Question, culture: str | None, setting: str, run: int) -> dict[str, Any]:
+    dist = result.distribution
+    return {
+        "id": question.id,
+        "culture": culture,
+        "setting": setting,
+        "run": run,
+        "raw": result.text,
+        "answer": result.answer if result.valid else None,
+        "valid": bool(result.valid),
+        "distribution": {str(k): float(v) for k, v in dist.items()} if dist else None,
+        "question": question.to_record(),
+    }
+
+
+def _answer_group(
+    engine: Any,
+    decoding: Any,
+    wvs: WVSData,
+    style: Any,
+    questions: Sequence[Question],
+    culture: str | None,
+    runs: int,
+    seed: int,
+    path: Path,
+    setting: str,
+) -> list[dict[str, Any]]:
+    """Answer ``questions`` ``runs`` times for one culture (or None), resuming from ``path``'s part/final file."""
+    from culturespa.infer.engine import Request
+
+    store = ResumableJsonl(path, answer_key)
+    if path.is_file() and not store.records:  # a finished earlier run: keep its answers, add any missing ones
+        store.append_many(read_jsonl(path))
+    order: list[str] = []
+    try:
+        for run in range(runs):
+            todo: list[Any] = []
+            by_key: dict[str, Question] = {}
+            for question in questions:
+                key = f"{question.id}|{culture}|{run}"
+                order.append(key)
+                if key in store.records:
+                    continue
+                by_key[key] = question
+                messages = answer_messages(wvs, style, question, culture)
+                todo.append(Request(key=key, messages=messages, numbers=question.numbers))
+            if not todo:
+                continue
+            desc = f"{setting} {culture or 'all'} run {run}"
+            for batch in engine.answer(todo, decoding, seed=seed + run, desc=desc):
+                store.append_many(_record(r, by_key[r.key], culture, setting, run) for r in batch)
+        return store.finish(order)
+    finally:
+        store.close()
+
+
+def _load_model(cfg: Any) -> tuple[Any, Any]:
+    from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
+
+    spec = ModelSpec.from_config(cfg.model)
+    quant = str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none")
+    compute = OmegaConf.select(cfg, "peft.compute_dtype", default=None)
+    model = load_model(spec, cfg.paths.cache_dir, quantization=quant, compute_dtype=compute)
+    return model, load_tokenizer(spec, cfg.paths.cache_dir)
+
+
+def answer_with_model(
+    cfg: Any, wvs: WVSData, questions: Sequence[Question], cultures: Sequence[str], plan: AdapterPlan
+) -> dict[str | None, list[dict[str, Any]]]:
+    """Answers per culture code, or under the key None when one culture-independent set serves every culture."""
+    from culturespa.infer.engine import Decoding, Engine
+
+    folder = Path(str(cfg.eval.output_dir)) / "answers"
+    check_fingerprint(cfg, folder)
+    runs = effective_runs(cfg)
+    decoding = Decoding.from_config(cfg.decoding)
+    setting = str(cfg.prompt.name)
+    seed = int(cfg.seed)
+
+    base, tokenizer = _load_model(cfg)
+    model = base
+    if plan.kind == "joint":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(plan.folder_for(None)), adapter_name="joint")
+        model.eval()
+
+    answers: dict[str | None, list[dict[str, Any]]] = {}
+    shared_style = style_for(cfg, plan.style_for(None)) if plan.kind != "specific" else None
+    if shared_style is not None and culture_independent(shared_style):
+        engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
+        answers[None] = _answer_group(
+            engine, decoding, wvs, shared_style, questions, None, runs, seed, folder / f"{setting}.jsonl", setting
+        )
+        return answers
+
+    for culture in cultures:
+        if plan.kind == "specific":
+            model = _activate(model, base, plan, culture)
+        style = style_for(cfg, plan.style_for(culture))
+        engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
+        answers[culture] = _answer_group(
+            engine, decoding, wvs, style, questions, culture, runs, seed, folder / f"{setting}_{culture}.jsonl", setting
+        )
+    return answers
+
+
+def _activate(model: Any, base: Any, plan: AdapterPlan, culture: str) -> Any:
+    """Load (once) and switch to the culture's own adapter; every specific adapter shares one copy of the base."""
+    from peft import PeftModel
+
+    folder = str(plan.folder_for(culture))
+    if model is base:
+        model = PeftModel.from_pretrained(base, folder, adapter_name=culture)
+    elif culture not in model.peft_config:
+        model.load_adapter(folder, adapter_name=culture)
+    model.set_adapter(culture)
+    model.eval()
+    return model
