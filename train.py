@@ -5,13 +5,14 @@ Thin Hydra entry point: all work happens in `culturespa.train.run.train(cfg)`, w
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-import culturespa.config  # noqa: F401  (registers the cs_* resolvers before Hydra composes)
-from culturespa.utils.entry import set_offline_defaults, task_wrapper
+from culturespa.config import CONFIG_DIR  # importing it registers the cs_* resolvers Hydra needs
+from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
 
 set_offline_defaults()
 
@@ -25,4 +26,5 @@ def main(cfg: DictConfig) -> Any:
 
 
 if __name__ == "__main__":
+    check_group_overrides(sys.argv[1:], str(CONFIG_DIR))
     main()

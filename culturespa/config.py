@@ -136,9 +136,11 @@ def open_dict(cfg: DictConfig) -> Any:
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data without the ``hydra`` node (for W&B and files beside outputs)."""
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.pop("hydra", None)
+    container = OmegaConf.to_container(copy, resolve=True, throw_on_missing=False)
     assert isinstance(container, dict)
-    container.pop("hydra", None)
     return container
 
 
@@ -146,6 +148,10 @@ def config_hash(cfg: DictConfig, keys: Sequence[str]) -> str:
     """A short stable hash of the resolved values under ``keys``: the identity of a stage's output."""
     import json
 
-    picked = {k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True) if OmegaConf.is_config(
-        OmegaConf.select(cfg, k)) else OmegaConf.select(cfg, k) for k in keys}
+    picked = {
+        k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True)
+        if OmegaConf.is_config(OmegaConf.select(cfg, k))
+        else OmegaConf.select(cfg, k)
+        for k in keys
+    }
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -89,7 +89,8 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> s
 def _build_atomically(target: Path, build: Any) -> None:
     """Build into a temp folder beside ``target`` and rename it into place with a completion marker."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_orphaned_builds(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         build(tmp)
         (tmp / COMPLETE_MARKER).write_text("ok\n")
@@ -105,13 +106,31 @@ def _build_atomically(target: Path, build: Any) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _remove_orphaned_builds(target: Path) -> None:
+    """Delete temp folders left by builds whose process died (kill -9); live builds of other processes are kept."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        parts = leftover.name.split(".")
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        if pid is not None and _alive(pid):
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def gguf_location(spec: ModelSpec) -> tuple[str, str]:
     """Folder and file name of the GGUF inside its wheel; the package is located without importing it."""
     found = importlib.util.find_spec(spec.gguf_package or "")
     if found is None or not found.submodule_search_locations:
-        raise CultureSPAError(
-            f"model {spec.name}: package {spec.gguf_package!r} is not installed (run `make install`)"
-        )
+        raise CultureSPAError(f"model {spec.name}: package {spec.gguf_package!r} is not installed (run `make install`)")
     folder = list(found.submodule_search_locations)[0]
     if not spec.gguf_file or not (Path(folder) / spec.gguf_file).is_file():
         raise CultureSPAError(f"model {spec.name}: GGUF file {spec.gguf_file!r} not found in {folder}")

@@ -53,8 +53,13 @@ class PromptStyle:
 
         path = Path(folder) / STYLE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"name": self.name, "system": self.system, "n_examples": self.n_examples,
-                "n_similar": self.n_similar, "templates": self.templates}
+        data = {
+            "name": self.name,
+            "system": self.system,
+            "n_examples": self.n_examples,
+            "n_similar": self.n_similar,
+            "templates": self.templates,
+        }
         OmegaConf.save(OmegaConf.create(data), path)
         return path
 
@@ -67,8 +72,13 @@ class PromptStyle:
             raise CultureSPAError(f"{path}: no prompt style saved beside this adapter")
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         assert isinstance(data, dict)
-        return cls(templates=data["templates"], system=data["system"], n_examples=int(data["n_examples"]),
-                   n_similar=int(data.get("n_similar", 3)), name=str(data.get("name", "custom")))
+        return cls(
+            templates=data["templates"],
+            system=data["system"],
+            n_examples=int(data["n_examples"]),
+            n_similar=int(data.get("n_similar", 3)),
+            name=str(data.get("name", "custom")),
+        )
 
 
 class PromptBuilder:
@@ -118,8 +128,15 @@ class PromptBuilder:
             raise CultureSPAError(f"a {kind} prompt needs a culture")
         c = get_culture(culture)
         names = lambda codes: self.join_names([get_culture(x).adjective for x in codes])  # noqa: E731
-        return self._fmt(template, person=c.person, adjective=c.adjective, country=c.country, code=c.code,
-                         similar=names(similar), dissimilar=names(dissimilar))
+        return self._fmt(
+            template,
+            person=c.person,
+            adjective=c.adjective,
+            country=c.country,
+            code=c.code,
+            similar=names(similar),
+            dissimilar=names(dissimilar),
+        )
 
     # ---- whole chats --------------------------------------------------------------------------------------------
     def answer_messages(
@@ -132,15 +149,24 @@ class PromptBuilder:
         examples: Sequence[tuple[Question, int]] = (),
     ) -> list[Message]:
         """System prompt, then each in-context example as a user/assistant exchange, then the question."""
-        messages: list[Message] = [{"role": "system", "content": self.system_prompt(system, culture, similar, dissimilar)}]
+        messages: list[Message] = [
+            {"role": "system", "content": self.system_prompt(system, culture, similar, dissimilar)}
+        ]
         for example, number in examples:
             messages.append({"role": "user", "content": self.user_turn(example)})
             messages.append({"role": "assistant", "content": self.assistant_turn(number)})
         messages.append({"role": "user", "content": self.user_turn(question)})
         return messages
 
-    def sft_messages(self, question: Question, answer: int, system: str, culture: str,
-                     similar: Sequence[str] = (), dissimilar: Sequence[str] = ()) -> list[Message]:
+    def sft_messages(
+        self,
+        question: Question,
+        answer: int,
+        system: str,
+        culture: str,
+        similar: Sequence[str] = (),
+        dissimilar: Sequence[str] = (),
+    ) -> list[Message]:
         """A training chat: the answering prompt plus the target assistant turn."""
         return self.answer_messages(question, system, culture, similar, dissimilar) + [
             {"role": "assistant", "content": self.assistant_turn(answer)}
@@ -159,7 +185,9 @@ class PromptBuilder:
         return messages
 
 
-def similar_cultures(wvs: Any, culture: str, k: int, among: Sequence[str] = PAPER_CULTURES) -> tuple[list[str], list[str]]:
+def similar_cultures(
+    wvs: Any, culture: str, k: int, among: Sequence[str] = PAPER_CULTURES
+) -> tuple[list[str], list[str]]:
     """The k most and k least similar cultures for a cross-culture-thinking prompt (from the WVS similarity data)."""
     return wvs.most_and_least_similar(culture, list(among), k)
 

@@ -43,3 +43,52 @@ def task_wrapper(func: F) -> F:
                 pass
 
     return wrapped  # type: ignore[return-value]
+
+
+def check_group_overrides(argv: list[str], config_dir: str) -> None:
+    """Reject an unknown config-group option (``mode=jiont``, ``cultures=[XYZ]``, sweeps too) with one line that lists
+    the valid options, before Hydra composes anything (Hydra's own message omits them for list selections)."""
+    from pathlib import Path
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    root = Path(config_dir)
+    groups = {p.name for p in root.iterdir() if p.is_dir()}
+    args = [a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~"))]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports them itself
+        return
+    for override in overrides:
+        key = override.key_or_group.lstrip("/")
+        if key not in groups or override.is_delete():
+            continue
+        valid = sorted(p.stem for p in (root / key).glob("*.yaml"))
+        for value in _override_values(override):
+            if value not in valid:
+                print(
+                    f"error: {key}={value} is not a valid option; valid {key} options: {', '.join(valid)}",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
+
+
+def _override_values(override: Any) -> list[str]:
+    """Flatten an override's value (plain, list selection, or sweep) into option names."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif hasattr(value, "list"):  # ChoiceSweep / GlobSweep
+            walk(value.list)
+        elif value is not None:
+            out.append(str(value))
+
+    if override.is_sweep_override():
+        for value in override.sweep_iterator():
+            walk(value)
+    else:
+        walk(override.value())
+    return out

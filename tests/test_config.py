@@ -1,0 +1,151 @@
+"""Every config group option and every experiment preset composes; start-up validation names the valid values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from culturespa.config import CONFIG_DIR, compose, slug, to_plain, validate_config
+from culturespa.data.cultures import PAPER_CULTURES
+from culturespa.errors import CultureSPAError
+from culturespa.models.loader import ModelSpec, resolve_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+PRIMARY = ["train", "generate", "evaluate", "pipeline"]
+GROUPS = sorted(
+    p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "debug", "local")
+)
+OPTIONS = [
+    (g, f.stem)
+    for g in GROUPS
+    for f in sorted((CONFIG_DIR / g).glob("*.yaml"))
+    if f.stem != "default"
+    or g in ("data", "engine", "templates", "questions", "filter", "answers", "sft", "eval", "paths")
+]
+EXPERIMENTS = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
+DEBUGS = sorted(f.stem for f in (CONFIG_DIR / "debug").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    cfg = compose("train", [f"{group}={option}"], output_dir=tmp_path)
+    to_plain(cfg)  # every interpolation resolves
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize("primary", PRIMARY)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_every_entry_point(primary: str, experiment: str, tmp_path: Path) -> None:
+    cfg = compose(primary, [f"experiment={experiment}"], output_dir=tmp_path)
+    to_plain(cfg)
+    assert validate_config(cfg)
+
+
+@pytest.mark.parametrize("debug", DEBUGS)
+def test_debug_presets_compose(debug: str, tmp_path: Path) -> None:
+    cfg = compose("train", [f"debug={debug}"], output_dir=tmp_path)
+    to_plain(cfg)
+    validate_config(cfg)
+
+
+def test_culture_selection(tmp_path: Path) -> None:
+    assert validate_config(compose("train", ["cultures=all"], output_dir=tmp_path)) == list(PAPER_CULTURES)
+    assert validate_config(compose("train", ["cultures=[USA,CHN]"], output_dir=tmp_path)) == ["USA", "CHN"]
+    assert validate_config(compose("train", ["cultures=[asia,MEX]"], output_dir=tmp_path)) == [
+        "CHN",
+        "RUS",
+        "IND",
+        "THA",
+        "MEX",
+    ]
+    assert validate_config(compose("train", ["cultures=oceania"], output_dir=tmp_path)) == ["AUS", "NZL"]
+
+
+def test_unknown_group_option_fails_at_compose(tmp_path: Path) -> None:
+    with pytest.raises(MissingConfigException, match=r"(?s)mode/jiont.*joint.*specific"):
+        compose("train", ["mode=jiont"], output_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["mode=jiont"], "error: mode=jiont is not a valid option; valid mode options: joint, specific"),
+        (["cultures=[USA,XYZ]"], "error: cultures=XYZ is not a valid option; valid cultures options: AUS,"),
+        (["-m", "cultures=USA,XY"], "error: cultures=XY is not a valid option"),
+        (["peft=qlra"], "error: peft=qlra is not a valid option; valid peft options: lora, qlora"),
+    ],
+)
+def test_cli_rejects_unknown_group_option_in_one_line(args: list[str], expected: str) -> None:
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.fraction=1.5", r"data.fraction=1.5 is out of range; valid: \(0.0, 1.0\]"),
+        ("data.fraction=0", r"data.fraction=0 is out of range"),
+        ("data.criterion=best", r"data.criterion='best' is not valid; choose one of: answer, distribution, none"),
+        ("sft.micro_batch_size=3", r"global_batch_size=128 must be a multiple of sft.micro_batch_size=3"),
+        ("decoding.mode=beam", r"decoding.mode='beam' is not valid; choose one of: sample, greedy, logprob"),
+    ],
+)
+def test_validation_messages(override: str, message: str, tmp_path: Path) -> None:
+    cfg = compose("train", [override], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match=message):
+        validate_config(cfg)
+
+
+def test_cfg_job_prints_all_18_cultures() -> None:
+    out = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job", "mode=joint", "cultures=all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    cultures = OmegaConf.create(out).cultures
+    assert list(cultures) == list(PAPER_CULTURES)
+
+
+def test_run_dirs_are_named_from_overrides(tmp_path: Path) -> None:
+    cfg = compose("train", ["mode=specific", "data.fraction=0.2"], output_dir=tmp_path)
+    hydra_cfg = cfg.hydra
+    assert (
+        "${cs_slug:${hydra.job.override_dirname}}"
+        in OmegaConf.to_container(hydra_cfg, resolve=False)["sweep"]["subdir"]
+    )
+    assert slug("data.fraction=0.2,mode=specific") == "data.fraction=0.2,mode=specific"
+    assert "/" not in slug("filter.input=/a/b/c")
+    long = slug("x" * 500)
+    assert len(long) <= 80 and long != slug("x" * 499)
+
+
+def test_gpu_model_configs_are_complete(tmp_path: Path) -> None:
+    for name in ("llama3_8b_instruct", "qwen2_5_7b_instruct", "mistral_7b_instruct"):
+        cfg = compose("train", [f"model={name}"], output_dir=tmp_path)
+        spec = ModelSpec.from_config(cfg.model)
+        assert spec.source == "hf" and "/" in spec.path and spec.dtype == "bfloat16"
+        assert list(cfg.peft.target_modules) == [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+
+
+def test_missing_model_path_is_one_line_error(tmp_path: Path) -> None:
+    cfg = compose("train", ["model=llama3_8b_instruct", f"model.path={tmp_path}/nope/model"], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match=r"model.path: .*/nope/model: no such model folder"):
+        resolve_model_dir(ModelSpec.from_config(cfg.model))
