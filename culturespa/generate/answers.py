@@ -1,0 +1,186 @@
+"""Stage ``answers`` (step 2): answer a question file culture-unaware, culture-aware or with cross-culture thinking.
+
+One output per (setting, culture): ``unaware.jsonl``, ``aware_{CODE}.jsonl``, ``cct_{CODE}.jsonl`` in
+``answers.output_dir``, each holding one Answer record per question in question order. The model is loaded once per
+call and reused across cultures. Each file resumes from its part file; with greedy or logprob decoding a resumed file
+is identical to an uninterrupted one (the engine's results do not depend on batching). A finished file whose
+fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
+is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
+from culturespa.data.questions import Question
+from culturespa.data.wvs import WVSData
+from culturespa.errors import CultureSPAError, fail
+from culturespa.generate import outputs
+from culturespa.generate.pool import load_questions
+from culturespa.generate.track import stage_run
+from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
+
+log = logging.getLogger("culturespa.generate")
+SAMPLE_ROWS = 20
+
+
+def answers_file(folder: str | Path, setting: str, culture: str | None) -> Path:
+    """Contract names: ``unaware.jsonl`` / ``aware_{CODE}.jsonl`` / ``cct_{CODE}.jsonl``."""
+    return Path(folder) / ("unaware.jsonl" if setting == "unaware" else f"{setting}_{culture}.jsonl")
+
+
+def answer_key(record: dict[str, Any]) -> str:
+    return f"{record['id']}|{record['culture']}|{record['run']}"
+
+
+def load_answer_questions(cfg: DictConfig, wvs: WVSData | None) -> list[Question]:
+    """``answers.input``: ``wvs`` (the 259 evaluation questions) or a question file/folder; ``answers.limit``."""
+    source = str(cfg.answers.input)
+    if source == "wvs":
+        questions = list((wvs or WVSData.load(cfg.paths.wvs_dir)).eval_questions)
+    else:
+        questions = load_questions(source)
+    if not questions:
+        raise fail(source, "no questions to answer")
+    limit = OmegaConf.select(cfg, "answers.limit", default=None)
+    if limit is not None:
+        if not isinstance(limit, int) or limit < 1:
+            raise CultureSPAError(f"answers.limit={limit!r} must be null or a positive integer")
+        questions = questions[:limit]
+    return questions
+
+
+def to_record(res: Any, question: Question, setting: str, culture: str | None) -> dict[str, Any]:
+    dist = None if res.distribution is None else {str(k): float(v) for k, v in res.distribution.items()}
+    return {
+        "id": question.id,
+        "culture": culture,
+        "setting": setting,
+        "run": 0,
+        "raw": res.text,
+        "answer": res.answer,
+        "valid": bool(res.valid),
+        "distribution": dist,
+        "question": question.to_record(),
+    }
+
+
+def _reuse_finished(store: ResumableJsonl, path: Path, current: dict[str, dict[str, Any]]) -> int:
+    """Copy answers of unchanged questions from an earlier finished file of the same config into the part file."""
+    if not path.is_file():
+        return 0
+    reused = [
+        r
+        for _, r in iter_jsonl(path)
+        if answer_key(r) not in store.records and current.get(answer_key(r)) == r.get("question")
+    ]
+    store.append_many(reused)
+    return len(reused)
+
+
+def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
+    acfg = cfg.answers
+    setting = str(acfg.setting)
+    from culturespa.infer.engine import Decoding
+
+    decoding = Decoding.from_config(cfg.decoding)
+    n_similar = int(OmegaConf.select(cfg, "answers.n_similar", default=3))
+    builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
+    need_wvs = setting == "cct" or str(acfg.input) == "wvs"
+    wvs = WVSData.load(cfg.paths.wvs_dir) if need_wvs else None
+    questions = load_answer_questions(cfg, wvs)
+    targets: list[str | None] = [None] if setting == "unaware" else list(cultures)
+    similar = {c: similar_cultures(wvs, c, n_similar) for c in targets if setting == "cct" and c is not None}
+    builder.system_prompt(setting, targets[0], *similar.get(targets[0], ((), ())))  # template errors before loading
+
+    folder = Path(str(acfg.output_dir))
+    base = {
+        "model": outputs.plain(cfg, "model"),
+        "decoding": outputs.plain(cfg, "decoding"),
+        "templates": outputs.plain(cfg, "templates.answer"),
+        "seed": int(cfg.seed),
+        "setting": setting,
+    }
+    plans = []
+    for culture in targets:
+        path = answers_file(folder, setting, culture)
+        fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
+        keys = {f"{q.id}|{culture}|0": q.to_record() for q in questions}
+        action = outputs.prepare(path, fp, outputs.overwrite_requested(cfg))
+        if action == "skip" and {answer_key(r) for _, r in iter_jsonl(path)} != set(keys):
+            action = "extend"
+        plans.append((culture, path, fp, keys, action))
+    todo = [p for p in plans if p[4] != "skip"]
+    for culture, path, *_ in plans:
+        if (culture, path) not in {(p[0], p[1]) for p in todo}:
+            log.info("answers: %s is complete for this config; skipping (overwrite=true redoes it)", path)
+    summary: dict[str, Any] = {"stage": "answers", "setting": setting, "files": {}, "invalid": {}, "skipped": []}
+    summary["skipped"] = [str(p[1]) for p in plans if p[4] == "skip"]
+    if not todo:
+        summary["files"] = {str(p[0]): str(p[1]) for p in plans}
+        return summary
+
+    from culturespa.infer.engine import Engine, Request
+
+    engine = Engine.from_config(cfg)
+    with stage_run(cfg, "answers") as run:
+        samples: list[list[Any]] = []
+        answered, started = 0, time.perf_counter()
+        for culture, path, fp, keys, action in plans:
+            label = culture or "unaware"
+            summary["files"][label] = str(path)
+            if action == "skip":
+                continue
+            outputs.mark(path, fp, complete=False)
+            store = ResumableJsonl(path, key=answer_key)
+            if store.dropped_torn_line:
+                log.warning("answers: dropped a torn last line from %s (killed run)", store.part)
+            for key in [k for k, r in store.records.items() if keys.get(k) not in (None, r.get("question"))]:
+                del store.records[key]  # the question changed since: answer it again (the new line wins on resume)
+            reused = _reuse_finished(store, path, keys) if action == "extend" else 0
+            by_key = {k: Question.from_record(q) for k, q in keys.items()}
+            similar_, dissimilar = similar.get(culture, ((), ()))
+            requests = [
+                Request(k, builder.answer_messages(q, setting, culture, similar_, dissimilar), q.numbers)
+                for k, q in by_key.items()
+                if k not in store.records
+            ]
+            log.info(
+                "answers: %s: %d to answer, %d resumed, %d reused",
+                path.name,
+                len(requests),
+                len(store.records) - reused,
+                reused,
+            )
+            try:
+                for results in engine.answer(requests, decoding, seed=int(cfg.seed), desc=f"answers {label}"):
+                    store.append_many(to_record(r, by_key[r.key], setting, culture) for r in results)
+                    answered += len(results)
+                    for r in results[: max(0, SAMPLE_ROWS - len(samples))]:
+                        samples.append([label, r.key, r.prompt, r.text, r.answer, r.valid])
+            finally:
+                store.close()
+            final = store.finish(order=list(keys))
+            outputs.mark(path, fp, complete=True, n=len(final))
+            invalid = sum(not r["valid"] for r in final)
+            summary["invalid"][label] = invalid
+            log.info("answers: %s: %d answers, %d invalid", path, len(final), invalid)
+        elapsed = time.perf_counter() - started
+        run.table("answers/samples", ["culture", "key", "prompt", "raw", "parsed", "valid"], samples)
+        run.summary(
+            {
+                **{f"invalid/{k}": v for k, v in summary["invalid"].items()},
+                "answered": answered,
+                "answers_per_s": answered / elapsed if elapsed else None,
+                "setting": setting,
+            }
+        )
+    summary["answered"] = answered
+    summary["answers_per_s"] = answered / elapsed if elapsed else None
+    return summary

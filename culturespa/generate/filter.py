@@ -1,0 +1,192 @@
+"""Stage ``filter``: clean a question pool (ours, or the paper's 13,000) before anyone answers it.
+
+Order, each question counted under the first rule that removes it: the per-question format rules of
+``options.format_question`` (too few options, non-substantive option, unexplained bare numbers, unconvertible scale,
+duplicate options), then exact duplicates of a WVS seed question, then exact duplicates of an earlier kept question
+(case and whitespace folded, on the original text so a rewritten scale question still matches its twin), then
+ROUGE-L near-duplicates within a topic (optional), then ``limit_per_topic`` (a seeded sample, input order kept).
+
+No model is involved, so the stage is cheap and always recomputed; output and report are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from culturespa.data.jsonl import write_json, write_jsonl
+from culturespa.data.questions import Question
+from culturespa.data.wvs import WVSData
+from culturespa.errors import CultureSPAError
+from culturespa.generate.options import RULES, format_question
+from culturespa.generate.pool import load_questions
+from culturespa.generate.track import stage_run
+
+log = logging.getLogger("culturespa.generate")
+ALL_RULES = (*RULES, "duplicate_of_wvs", "duplicate", "near_duplicate", "over_limit")
+MODIFICATIONS = ("prefix_cleaned", "scale_converted", "non_substantive_stripped")
+SAMPLE_ROWS = 50
+
+
+def report_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".jsonl") + ".report.json")
+
+
+def resolve_input(cfg: DictConfig) -> str:
+    """``filter.input``; the literal ``paper`` means the paper's pool (``paths.question_pool_dir``)."""
+    value = str(cfg.filter.input)
+    return str(cfg.paths.question_pool_dir) if value == "paper" else value
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def filter_questions(
+    questions: list[Question],
+    seed_texts: set[str],
+    rouge_l_threshold: float | None = None,
+    limit_per_topic: int | None = None,
+    non_substantive: str = "drop",
+    seed: int = 0,
+) -> tuple[list[Question], dict[str, Any], list[list[Any]]]:
+    """Apply every rule; returns the kept questions, the report and sample rows (original, options, outcome)."""
+    removed: Counter[str] = Counter({rule: 0 for rule in ALL_RULES})
+    modified: Counter[str] = Counter({m: 0 for m in MODIFICATIONS})
+    samples: list[list[Any]] = []
+    survivors: list[tuple[Question, str]] = []
+    seen: set[str] = set()
+
+    def note(q: Question, outcome: str, after: Question | None = None) -> None:
+        if len(samples) < SAMPLE_ROWS or (outcome != "kept" and removed[outcome] <= 3):
+            samples.append(
+                [
+                    q.id,
+                    q.topic,
+                    q.text,
+                    list(q.options),
+                    outcome,
+                    after.text if after else None,
+                    list(after.options) if after else None,
+                ]
+            )
+
+    for q in questions:
+        result = format_question(q.text, list(q.options), non_substantive)
+        if result.dropped:
+            removed[result.dropped] += 1
+            note(q, result.dropped)
+            continue
+        key = normalise(q.text)
+        rule = "duplicate_of_wvs" if key in seed_texts else "duplicate" if key in seen else None
+        if rule:
+            removed[rule] += 1
+            note(q, rule)
+            continue
+        seen.add(key)
+        modified.update(result.changes)
+        meta = dict(q.meta)
+        if result.changes:
+            meta["filter"] = {"changes": result.changes, "original_text": q.text, "original_options": list(q.options)}
+        kept = replace(q, text=result.text, options=tuple(result.options), first_option=result.first_option, meta=meta)
+        survivors.append((kept, q.text))
+        note(q, "kept", kept)
+
+    if rouge_l_threshold is not None:
+        from culturespa.generate.near_dup import near_duplicates
+
+        by_topic: dict[Any, list[int]] = defaultdict(list)
+        for index, (kept, _) in enumerate(survivors):
+            by_topic[kept.topic].append(index)
+        drop: set[int] = set()
+        for indices in by_topic.values():
+            dup_of = near_duplicates([survivors[i][1] for i in indices], float(rouge_l_threshold))
+            drop.update(indices[k] for k, other in enumerate(dup_of) if other is not None)
+        removed["near_duplicate"] = len(drop)
+        survivors = [s for i, s in enumerate(survivors) if i not in drop]
+
+    final = [kept for kept, _ in survivors]
+    if limit_per_topic is not None:
+        rng = random.Random(seed)
+        by_topic_final: dict[Any, list[int]] = defaultdict(list)
+        for index, q in enumerate(final):
+            by_topic_final[q.topic].append(index)
+        chosen: set[int] = set()
+        for indices in by_topic_final.values():
+            chosen.update(rng.sample(indices, min(int(limit_per_topic), len(indices))))
+        removed["over_limit"] = len(final) - len(chosen)
+        final = [q for i, q in enumerate(final) if i in chosen]
+
+    report = {
+        "n_input": len(questions),
+        "removed": dict(removed),
+        "modified": dict(modified),
+        "kept": len(final),
+        "kept_per_topic": dict(Counter(str(q.topic) for q in final)),
+        "settings": {
+            "rouge_l_threshold": rouge_l_threshold,
+            "limit_per_topic": limit_per_topic,
+            "non_substantive": non_substantive,
+        },
+    }
+    assert report["kept"] + sum(removed.values()) == len(questions)
+    return final, report, samples
+
+
+def run_filter(cfg: DictConfig) -> dict[str, Any]:
+    fcfg = cfg.filter
+    source = resolve_input(cfg)
+    output = Path(str(fcfg.output))
+    threshold = OmegaConf.select(cfg, "filter.rouge_l_threshold", default=None)
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise CultureSPAError(f"filter.rouge_l_threshold={threshold!r} must be null or in (0, 1]")
+    limit = OmegaConf.select(cfg, "filter.limit_per_topic", default=None)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise CultureSPAError(f"filter.limit_per_topic={limit!r} must be null or a positive integer")
+    mode = str(OmegaConf.select(cfg, "filter.non_substantive", default="drop"))
+    if mode not in ("drop", "strip"):
+        raise CultureSPAError(f"filter.non_substantive={mode!r} is not valid; choose one of: drop, strip")
+
+    questions = load_questions(source)
+    wvs = WVSData.load(cfg.paths.wvs_dir)
+    seed_texts = {normalise(q.text) for q in wvs.questions.values()}
+    log.info("filter: %d questions from %s (always recomputed: no model, seconds)", len(questions), source)
+    with stage_run(cfg, "filter") as run:
+        kept, report, samples = filter_questions(questions, seed_texts, threshold, limit, mode, int(fcfg.seed))
+        report = {"input": source, "output": str(output), **report}
+        write_jsonl(output, (q.to_record() for q in kept))
+        write_json(report_path(output), report)
+        run.table(
+            "filter/samples", ["id", "topic", "question", "options", "outcome", "new_question", "new_options"], samples
+        )
+        run.summary(
+            {
+                "n_input": report["n_input"],
+                "kept": report["kept"],
+                **{f"removed/{k}": v for k, v in report["removed"].items()},
+                **{f"modified/{k}": v for k, v in report["modified"].items()},
+                "questions_per_s": report["n_input"] / max(run.elapsed(), 1e-9),
+            }
+        )
+    log.info(
+        "filter: kept %d of %d -> %s (removed %s)",
+        report["kept"],
+        report["n_input"],
+        output,
+        {k: v for k, v in report["removed"].items() if v},
+    )
+    return {
+        "stage": "filter",
+        "output": str(output),
+        "report": str(report_path(output)),
+        "n_input": report["n_input"],
+        "kept": report["kept"],
+        "removed": report["removed"],
+    }

@@ -1,0 +1,85 @@
+"""Read question files: our JSONL of Question records, or the paper's pool (``topic_*.json`` lists of
+``{Q_id, question, option_lst, class, prompt}``), as a folder or a single file.
+
+Every record is checked here, so a malformed file or a question without options stops the stage with one line naming
+the file and the record, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from culturespa.data.jsonl import read_records
+from culturespa.data.questions import Question
+from culturespa.data.topics import TOPIC_NAMES
+from culturespa.errors import fail
+
+_TOPIC_FILE = re.compile(r"topic_(\d+)\.json$")
+
+
+def pool_files(path: str | Path) -> list[Path]:
+    """The files behind ``path``: itself, or a folder's ``topic_*.json`` (in topic order) / ``*.jsonl``."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise fail(path, "question file or folder not found")
+    topic_files = sorted(
+        (p for p in path.iterdir() if _TOPIC_FILE.search(p.name)),
+        key=lambda p: int(_TOPIC_FILE.search(p.name).group(1)),  # type: ignore[union-attr]
+    )
+    files = topic_files or sorted(path.glob("*.jsonl"))
+    if not files:
+        raise fail(path, "folder holds no topic_*.json or *.jsonl question files")
+    return files
+
+
+def _from_paper(record: dict[str, Any], where: str, file: Path, index: int) -> Question:
+    """A record of the paper's pool; ids become ``pool-t{topic}-{Q_id}`` so they never collide with WVS ids."""
+    if not isinstance(record.get("question"), str) or not record["question"].strip():
+        raise fail(where, "missing or empty 'question'")
+    options = record.get("option_lst")
+    if not isinstance(options, list) or not options:
+        raise fail(where, f"question {record.get('Q_id', index)!r} has no options ('option_lst')")
+    if not all(isinstance(o, str) for o in options):
+        raise fail(where, "'option_lst' must be a list of strings")
+    match = _TOPIC_FILE.search(file.name)
+    topic_index = int(match.group(1)) if match else None
+    topic = record.get("class")
+    if topic not in TOPIC_NAMES:
+        if topic_index is None or not 0 <= topic_index < len(TOPIC_NAMES):
+            raise fail(where, f"unknown topic 'class'={topic!r}; valid: {', '.join(TOPIC_NAMES)}")
+        topic = TOPIC_NAMES[topic_index]
+    if topic_index is None:
+        topic_index = TOPIC_NAMES.index(topic)
+    q_id = str(record.get("Q_id", f"Q{index}"))
+    return Question(
+        id=f"pool-t{topic_index}-{q_id}",
+        text=record["question"],
+        options=tuple(options),
+        first_option=1,
+        topic=topic,
+        source="paper-pool",
+        meta={"pool_id": q_id, "pool_file": file.name},
+    )
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """All questions behind ``path`` in file order; ids must be unique."""
+    questions: list[Question] = []
+    seen: dict[str, str] = {}
+    for file in pool_files(path):
+        for index, (where, record) in enumerate(read_records(file)):
+            if "option_lst" in record or ("question" in record and "text" not in record):
+                question = _from_paper(record, where, file, index)
+            else:
+                question = Question.from_record(record, where)
+                if not question.text.strip():
+                    raise fail(where, f"question {question.id}: empty 'text'")
+            if question.id in seen:
+                raise fail(where, f"duplicate question id {question.id!r} (first at {seen[question.id]})")
+            seen[question.id] = where
+            questions.append(question)
+    return questions

@@ -1,0 +1,244 @@
+"""Stage ``questions``: self-instruct generation of new survey questions per WVS topic (step 1 of CultureSPA).
+
+Slot ``n`` of topic ``t`` becomes question ``gen-t{t}-{n}``. Work proceeds in waves: each wave takes up to
+``questions.batch_size`` open slots per topic and sends all their prompts to the engine together. A prompt shows
+``n_examples`` examples: ``n_generated`` questions already generated for the topic (as many as exist at the start of
+the wave) and real WVS questions of the topic for the rest, shuffled; the choice is seeded from (seed, topic, slot,
+attempt). A reply without a usable JSON question is retried (next attempt) up to ``max_retries`` times; a slot that
+still fails is recorded as failed, so a rerun does not retry it forever. Finished slots are appended to
+``<output>.part`` as whole lines, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from culturespa.data.jsonl import ResumableJsonl, read_jsonl
+from culturespa.data.questions import Question
+from culturespa.data.topics import TOPIC_NAMES
+from culturespa.data.wvs import WVSData
+from culturespa.errors import CultureSPAError
+from culturespa.generate import outputs
+from culturespa.generate.json_extract import Extracted, extract_question
+from culturespa.generate.track import stage_run
+from culturespa.prompts.builder import PromptBuilder, PromptStyle
+
+log = logging.getLogger("culturespa.generate")
+SAMPLE_ROWS = 50
+
+
+def resolve_topics(value: Any) -> list[int]:
+    """``all`` or a list of topic indices 0-12 (an int or a topic name also accepted)."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if value == "all" or value is None:
+        return list(range(len(TOPIC_NAMES)))
+    items = value if isinstance(value, list) else [value]
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, str) and item in TOPIC_NAMES:
+            index = TOPIC_NAMES.index(item)
+        elif isinstance(item, int) and 0 <= item < len(TOPIC_NAMES):
+            index = item
+        elif isinstance(item, str) and item.isdigit() and int(item) < len(TOPIC_NAMES):
+            index = int(item)
+        else:
+            raise CultureSPAError(f"questions.topics: {item!r} is not a topic index 0-{len(TOPIC_NAMES) - 1} or 'all'")
+        if index not in out:
+            out.append(index)
+    return out
+
+
+def question_id(topic: int, slot: int) -> str:
+    return f"gen-t{topic}-{slot}"
+
+
+def _check(qcfg: DictConfig) -> None:
+    ints = {"per_topic": 1, "n_examples": 1, "n_generated": 0, "max_retries": 0, "batch_size": 1, "max_new_tokens": 1}
+    for key, low in ints.items():
+        value = qcfg.get(key)
+        if not isinstance(value, int) or value < low:
+            raise CultureSPAError(f"questions.{key}={value!r} must be an integer >= {low}")
+    if qcfg.n_generated > qcfg.n_examples:
+        raise CultureSPAError(
+            f"questions.n_generated={qcfg.n_generated} exceeds questions.n_examples={qcfg.n_examples}"
+        )
+    if not (isinstance(qcfg.temperature, (int, float)) and qcfg.temperature >= 0):
+        raise CultureSPAError(f"questions.temperature={qcfg.temperature!r} must be >= 0 (0 = greedy)")
+    if not (isinstance(qcfg.top_p, (int, float)) and 0 < qcfg.top_p <= 1):
+        raise CultureSPAError(f"questions.top_p={qcfg.top_p!r} must be in (0, 1]")
+
+
+def pick_examples(
+    real: list[Question], generated: list[Question], n_examples: int, n_generated: int, rng: random.Random
+) -> list[Question]:
+    """``n_generated`` generated examples (fewer while fewer exist), real ones for the rest, shuffled."""
+    gen = rng.sample(generated, min(n_generated, len(generated)))
+    chosen = gen + rng.sample(real, min(n_examples - len(gen), len(real)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _record(
+    topic: int, slot: int, got: Extracted, examples: list[Question], attempts: int, seed: int, raw: str, model: str
+) -> dict[str, Any]:
+    question = Question(
+        id=question_id(topic, slot),
+        text=got.question,
+        options=tuple(got.options),
+        first_option=1,
+        topic=TOPIC_NAMES[topic],
+        source="generated",
+        meta={
+            "topic_index": topic,
+            "examples": [q.id for q in examples],
+            "attempts": attempts,
+            "seed": seed,
+            "model": model,
+            "raw": raw,
+        },
+    )
+    return question.to_record()
+
+
+def run_questions(cfg: DictConfig) -> dict[str, Any]:
+    qcfg = cfg.questions
+    _check(qcfg)
+    topics = resolve_topics(qcfg.topics)
+    seed = int(cfg.seed)
+    output = Path(str(qcfg.output))
+    wvs = WVSData.load(cfg.paths.wvs_dir)
+    real = {t: wvs.questions_of_topic(TOPIC_NAMES[t]) for t in topics}
+    builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
+    settings = {k: v for k, v in outputs.plain(cfg, "questions").items() if k not in ("output", "overwrite")}
+    fp = outputs.fingerprint(
+        {
+            "model": outputs.plain(cfg, "model"),
+            "questions": settings,
+            "seed": seed,
+            "template": outputs.plain(cfg, "templates.question_generation"),
+        }
+    )
+    action = outputs.prepare(output, fp, outputs.overwrite_requested(cfg))
+    expected = [question_id(t, n) for t in topics for n in range(int(qcfg.per_topic))]
+    if action == "skip":
+        n = len(read_jsonl(output))
+        log.info(
+            "questions: %s is complete for this config (%d questions); skipping (overwrite=true redoes it)", output, n
+        )
+        return {"stage": "questions", "output": str(output), "generated": n, "skipped": True}
+
+    from culturespa.infer.engine import Engine, Request
+
+    outputs.mark(output, fp, complete=False)
+    store = ResumableJsonl(output, key=lambda r: r["id"])
+    if store.dropped_torn_line:
+        log.warning("questions: dropped a torn last line from %s (killed run)", store.part)
+    engine = Engine.from_config(cfg)
+    attempts: dict[str, int] = {}
+    samples: list[list[Any]] = []
+    new_replies = 0
+    started = time.perf_counter()
+    bar = tqdm(total=len(expected), initial=sum(k in store.records for k in expected), desc="questions", unit="q")
+    try:
+        while True:
+            wave: list[Any] = []
+            examples_of: dict[str, list[Question]] = {}
+            for t in topics:
+                open_slots = [n for n in range(int(qcfg.per_topic)) if question_id(t, n) not in store.records]
+                generated = [
+                    Question.from_record(store.records[k])
+                    for k in expected
+                    if k.startswith(f"gen-t{t}-") and k in store.records and not store.records[k].get("failed")
+                ]
+                for n in open_slots[: int(qcfg.batch_size)]:
+                    qid = question_id(t, n)
+                    attempt = attempts.get(qid, 0)
+                    rng = random.Random(f"{seed}|{t}|{n}|{attempt}")
+                    examples = pick_examples(real[t], generated, int(qcfg.n_examples), int(qcfg.n_generated), rng)
+                    key = f"{qid}#a{attempt}"
+                    examples_of[key] = examples
+                    wave.append(Request(key, builder.question_generation_messages(TOPIC_NAMES[t], examples)))
+            if not wave:
+                break
+            batches = engine.generate(
+                wave,
+                float(qcfg.temperature),
+                float(qcfg.top_p),
+                int(qcfg.max_new_tokens),
+                seed=seed,
+                desc="questions: wave",
+            )
+            for results in batches:
+                finished: list[dict[str, Any]] = []
+                for res in results:
+                    qid, attempt = res.key.rsplit("#a", 1)[0], int(res.key.rsplit("#a", 1)[1])
+                    t, n = (int(x) for x in qid.removeprefix("gen-t").split("-"))
+                    got = extract_question(res.text)
+                    new_replies += 1
+                    if len(samples) < SAMPLE_ROWS:
+                        samples.append(
+                            [
+                                qid,
+                                attempt,
+                                res.prompt,
+                                res.text,
+                                got.__dict__ if isinstance(got, Extracted) else f"bad JSON: {got}",
+                            ]
+                        )
+                    if isinstance(got, Extracted):
+                        finished.append(
+                            _record(t, n, got, examples_of[res.key], attempt + 1, seed, res.text, str(cfg.model.name))
+                        )
+                    elif attempt + 1 > int(qcfg.max_retries):
+                        finished.append(
+                            {"id": qid, "failed": True, "attempts": attempt + 1, "reason": got, "raw": res.text}
+                        )
+                    else:
+                        attempts[qid] = attempt + 1
+                store.append_many(finished)
+                bar.update(len(finished))
+    finally:
+        bar.close()
+        store.close()
+    good = [k for k in expected if k in store.records and not store.records[k].get("failed")]
+    failed = [store.records[k] for k in expected if k in store.records and store.records[k].get("failed")]
+    bad_json = sum(r["attempts"] for r in failed) + sum(store.records[k]["meta"]["attempts"] - 1 for k in good)
+    elapsed = time.perf_counter() - started
+    with stage_run(cfg, "questions") as run:
+        store.finish(order=good)
+        outputs.mark(output, fp, complete=True, generated=len(good), failed=len(failed), bad_json=bad_json)
+        run.table("questions/samples", ["id", "attempt", "prompt", "raw", "parsed"], samples)
+        run.summary(
+            {
+                "generated": len(good),
+                "failed_slots": len(failed),
+                "bad_json": bad_json,
+                "replies_this_run": new_replies,
+                "replies_per_s": new_replies / elapsed if elapsed else None,
+            }
+        )
+    log.info(
+        "questions: %d generated, %d slots failed after %d retries, %d bad-JSON replies -> %s",
+        len(good),
+        len(failed),
+        int(qcfg.max_retries),
+        bad_json,
+        output,
+    )
+    return {
+        "stage": "questions",
+        "output": str(output),
+        "generated": len(good),
+        "failed": len(failed),
+        "bad_json": bad_json,
+        "replies_per_s": new_replies / elapsed if elapsed else None,
+        "skipped": False,
+    }

@@ -1,0 +1,41 @@
+"""``generate(cfg)``: steps 1-3 of CultureSPA as four stages chosen by ``cfg.stage``.
+
+questions → filter → answers → pairs; stages talk only through files. Every stage validates its inputs and the config
+before any model is loaded, returns a dict summary (output paths + headline numbers) and can be called repeatedly in
+one process (the pipeline does).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig
+
+from culturespa.config import validate_config
+from culturespa.errors import CultureSPAError
+
+log = logging.getLogger("culturespa.generate")
+STAGES = ("questions", "filter", "answers", "pairs")
+
+
+def generate(cfg: DictConfig) -> dict[str, Any]:
+    stage = cfg.get("stage")
+    if stage not in STAGES:
+        raise CultureSPAError(f"stage={stage!r} is not valid; choose one of: {', '.join(STAGES)}")
+    cultures = validate_config(cfg, stage=stage)
+    if stage == "questions":
+        from culturespa.generate.questions import run_questions
+
+        return run_questions(cfg)
+    if stage == "filter":
+        from culturespa.generate.filter import run_filter
+
+        return run_filter(cfg)
+    if stage == "answers":
+        from culturespa.generate.answers import run_answers
+
+        return run_answers(cfg, cultures)
+    from culturespa.generate.pairs import run_pairs
+
+    return run_pairs(cfg, cultures)

@@ -1,0 +1,64 @@
+"""W&B logging shared by the generate stages: one run per stage call, a sample table, summary counts, throughput.
+
+Logging never decides an outcome: with logging off (``logger.wandb=null`` or mode ``disabled``) every call is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig
+
+from culturespa.utils.tracking import finish_run, start_run
+
+
+class StageRun:
+    """Thin wrapper over a W&B run (or nothing)."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.started = time.perf_counter()
+
+    def table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=list(columns), data=[[_cell(v) for v in row] for row in rows])})
+
+    def bar(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str, title: str) -> None:
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        table = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+        self.run.log({key: wandb.plot.bar(table, x, y, title=title)})
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+@contextmanager
+def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
+    run = start_run(cfg, job_type=f"generate-{stage}")
+    try:
+        yield StageRun(run)
+    finally:
+        finish_run(run)
