@@ -102,3 +102,18 @@ def test_issue_spelling_with_plus(make_cfg, wvs, tmp_path: Path) -> None:
     path = _write(tmp_path / "a.json", [{"Q_id": "Q1", "answer": wvs.majority_answer("USA", "Q1")}], jsonl=False)
     cfg = make_cfg("evaluate", ["+source=predictions", f"+predictions.path='{path}'", "cultures=USA", "logger=none"])
     assert evaluate(cfg)["scores"]["USA"] == pytest.approx(100.0)
+
+
+def test_results_logged_to_wandb_offline(make_cfg, wvs, tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.json", [{"Q_id": "Q1", "answer": wvs.majority_answer("USA", "Q1")}], jsonl=False)
+    cfg = make_cfg(
+        "evaluate",
+        ["eval.source=predictions", f"eval.predictions.path='{path}'", "cultures=USA", "eval.suite=relations"],
+    )
+    evaluate(cfg)
+    runs = list(Path(cfg.eval.output_dir).glob("wandb/offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    tables = {str(p.relative_to(media / "table")).rsplit("_", 2)[0] for p in media.glob("table/**/*.table.json")}
+    assert tables == {"alignment/cultures", "alignment/topics", "relations/table"}
+    assert list(media.glob("images/**/*.png"))  # the relations heatmap
