@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
 from culturespa.data.questions import Question
@@ -91,6 +92,9 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
 
     decoding = Decoding.from_config(cfg.decoding)
     n_similar = int(OmegaConf.select(cfg, "answers.n_similar", default=3))
+    chunk = OmegaConf.select(cfg, "answers.resume_chunk", default=256)
+    if not isinstance(chunk, int) or chunk < 1:
+        raise CultureSPAError(f"answers.resume_chunk={chunk!r} must be a positive integer")
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
     need_wvs = setting == "cct" or str(acfg.input) == "wvs"
     wvs = WVSData.load(cfg.paths.wvs_dir) if need_wvs else None
@@ -129,6 +133,7 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     from culturespa.infer.engine import Engine, Request
 
     engine = Engine.from_config(cfg)
+    chunk = int(OmegaConf.select(cfg, "answers.resume_chunk", default=256))
     with stage_run(cfg, "answers") as run:
         samples: list[list[Any]] = []
         answered, started = 0, time.perf_counter()
@@ -146,25 +151,40 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
             reused = _reuse_finished(store, path, keys) if action == "extend" else 0
             by_key = {k: Question.from_record(q) for k, q in keys.items()}
             similar_, dissimilar = similar.get(culture, ((), ()))
-            requests = [
-                Request(k, builder.answer_messages(q, setting, culture, similar_, dissimilar), q.numbers)
-                for k, q in by_key.items()
-                if k not in store.records
-            ]
+            order = list(keys)
+            todo_keys = [k for k in order if k not in store.records]
             log.info(
                 "answers: %s: %d to answer, %d resumed, %d reused",
                 path.name,
-                len(requests),
+                len(todo_keys),
                 len(store.records) - reused,
                 reused,
             )
+            bar = tqdm(total=len(order), initial=len(order) - len(todo_keys), desc=f"answers {label}", unit="q")
             try:
-                for results in engine.answer(requests, decoding, seed=int(cfg.seed), desc=f"answers {label}"):
-                    store.append_many(to_record(r, by_key[r.key], setting, culture) for r in results)
-                    answered += len(results)
-                    for r in results[: max(0, SAMPLE_ROWS - len(samples))]:
-                        samples.append([label, r.key, r.prompt, r.text, r.answer, r.valid])
+                for start in range(0, len(order), chunk):
+                    # fixed chunks by question position: a resumed chunk is recomputed whole, in the same batches
+                    # as in an uninterrupted run, so its answers are bitwise the same (logprob/greedy)
+                    members = order[start : start + chunk]
+                    if all(k in store.records for k in members):
+                        continue
+                    requests = [
+                        Request(
+                            k,
+                            builder.answer_messages(by_key[k], setting, culture, similar_, dissimilar),
+                            by_key[k].numbers,
+                        )
+                        for k in members
+                    ]
+                    for results in engine.answer(requests, decoding, seed=int(cfg.seed)):
+                        new = [r for r in results if r.key not in store.records]
+                        store.append_many(to_record(r, by_key[r.key], setting, culture) for r in new)
+                        answered += len(new)
+                        bar.update(len(new))
+                        for r in results[: max(0, SAMPLE_ROWS - len(samples))]:
+                            samples.append([label, r.key, r.prompt, r.text, r.answer, r.valid])
             finally:
+                bar.close()
                 store.close()
             final = store.finish(order=list(keys))
             outputs.mark(path, fp, complete=True, n=len(final))

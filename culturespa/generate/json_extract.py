@@ -42,7 +42,7 @@ def _objects(text: str) -> list[Any]:
     """Every JSON-ish object that starts at a ``{`` in ``text`` (strict JSON, then light repairs, then a Python
     literal), in order of appearance."""
     found: list[Any] = []
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # raw newlines inside strings are common in replies
     start = text.find("{")
     while start != -1:
         chunk = text[start:]
@@ -86,7 +86,7 @@ def _repair(snippet: str) -> Any:
     fixed = _TRAILING_COMMA.sub(r"\1", fixed)
     for attempt in (fixed, snippet):
         try:
-            return json.loads(attempt)
+            return json.loads(attempt, strict=False)
         except json.JSONDecodeError:
             pass
         try:

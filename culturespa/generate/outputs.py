@@ -44,6 +44,11 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The sidecar of ``path`` (empty when missing or unreadable)."""
+    return _read_sidecar(Path(path))
+
+
 def _read_sidecar(path: Path) -> dict[str, Any]:
     side = _sidecar(path)
     if not side.is_file():

@@ -108,6 +108,15 @@ def _record(
     return question.to_record()
 
 
+def _finished_slots(output: Path) -> dict[str, dict[str, Any]]:
+    """Slots resolved by a finished run: its questions, plus the failed slots recorded in the sidecar."""
+    slots = {r["id"]: r for r in read_jsonl(output)}
+    for marker in outputs.read_meta(output).get("failed", []):
+        if isinstance(marker, dict) and "id" in marker:
+            slots.setdefault(marker["id"], marker)
+    return slots
+
+
 def run_questions(cfg: DictConfig) -> dict[str, Any]:
     qcfg = cfg.questions
     _check(qcfg)
@@ -117,7 +126,9 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     wvs = WVSData.load(cfg.paths.wvs_dir)
     real = {t: wvs.questions_of_topic(TOPIC_NAMES[t]) for t in topics}
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
-    settings = {k: v for k, v in outputs.plain(cfg, "questions").items() if k not in ("output", "overwrite")}
+    # per_topic and topics are left out: growing them extends a finished file instead of starting over
+    ignore = ("output", "overwrite", "per_topic", "topics")
+    settings = {k: v for k, v in outputs.plain(cfg, "questions").items() if k not in ignore}
     fp = outputs.fingerprint(
         {
             "model": outputs.plain(cfg, "model"),
@@ -128,8 +139,9 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     )
     action = outputs.prepare(output, fp, outputs.overwrite_requested(cfg))
     expected = [question_id(t, n) for t in topics for n in range(int(qcfg.per_topic))]
-    if action == "skip":
-        n = len(read_jsonl(output))
+    finished = _finished_slots(output) if action == "skip" else {}
+    if action == "skip" and set(expected) <= set(finished):
+        n = sum(not finished[k].get("failed") for k in expected)
         log.info(
             "questions: %s is complete for this config (%d questions); skipping (overwrite=true redoes it)", output, n
         )
@@ -141,6 +153,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     store = ResumableJsonl(output, key=lambda r: r["id"])
     if store.dropped_torn_line:
         log.warning("questions: dropped a torn last line from %s (killed run)", store.part)
+    store.append_many(r for k, r in finished.items() if k not in store.records)  # extend a finished file
     engine = Engine.from_config(cfg)
     attempts: dict[str, int] = {}
     samples: list[list[Any]] = []
@@ -214,7 +227,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     with stage_run(cfg, "questions") as run:
         store.finish(order=good)
-        outputs.mark(output, fp, complete=True, generated=len(good), failed=len(failed), bad_json=bad_json)
+        outputs.mark(output, fp, complete=True, generated=len(good), bad_json=bad_json, failed=failed)
         run.table("questions/samples", ["id", "attempt", "prompt", "raw", "parsed"], samples)
         run.summary(
             {
