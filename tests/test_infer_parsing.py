@@ -1,0 +1,35 @@
+"""Answer parsing: the first integer in a reply that is a valid option number."""
+
+from __future__ import annotations
+
+import pytest
+
+from culturespa.infer.parsing import parse_answer
+
+ONE_TO_FOUR = [1, 2, 3, 4]
+ZERO_TO_TEN = list(range(0, 11))
+ONE_TO_TEN = list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers", "expected"),
+    [
+        ("2", ONE_TO_FOUR, 2),
+        ("I would choose option 3. Rather important", ONE_TO_FOUR, 3),
+        ("1. Very important\n2. Rather important", ONE_TO_FOUR, 1),
+        ("0", ZERO_TO_TEN, 0),  # 0-based scale
+        ("My answer: 0 (never justifiable)", ZERO_TO_TEN, 0),
+        ("0", ONE_TO_FOUR, None),  # 0 is not an option of a 1-based question
+        ("10", ONE_TO_TEN, 10),  # multi-digit, never read as 1
+        ("10. Completely", ZERO_TO_TEN, 10),
+        ("10", ONE_TO_FOUR, None),  # 10 is out of range and is not split into 1 and 0
+        ("On a scale of 7 I pick 4", ONE_TO_FOUR, 4),  # out-of-range 7 skipped, the first valid one taken
+        ("12 then 3", ONE_TO_TEN, 3),
+        ("Very important", ONE_TO_FOUR, None),  # no number at all
+        ("", ONE_TO_FOUR, None),
+        ("option two", ONE_TO_FOUR, None),
+        ("answer:4", ONE_TO_FOUR, 4),
+    ],
+)
+def test_parse_answer(text: str, numbers: list[int], expected: int | None) -> None:
+    assert parse_answer(text, numbers) == expected
