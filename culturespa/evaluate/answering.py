@@ -26,7 +26,7 @@ from culturespa.evaluate.prompting import answer_messages, culture_independent, 
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_KEYS = ("model", "eval.adapter", "prompt", "templates", "decoding", "seed")
+FINGERPRINT_KEYS = ("model", "eval.adapter", "prompt", "templates.answer", "decoding", "seed", "peft.quantization")
 FINGERPRINT_FILE = "fingerprint.json"
 
 
@@ -55,7 +55,8 @@ def check_fingerprint(cfg: Any, folder: Path) -> None:
             for k in FINGERPRINT_KEYS
         },
     }
-    if path.is_file():
+    has_answers = any(folder.glob("*.jsonl")) or any(folder.glob("*.jsonl.part"))
+    if path.is_file() and has_answers:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
