@@ -45,6 +45,7 @@ def _cfg(make_cfg, *overrides: str):
     )
 
 
+@pytest.mark.slow  # imports lm-eval and runs it twice (~15 s); still part of `make test`
 def test_general_suite_base_and_adapter_offline(make_cfg, tmp_path: Path, monkeypatch, no_network) -> None:
     from test_evaluate_model import make_adapter  # tests/ is on sys.path (pytest's default import mode)
 
