@@ -1,0 +1,201 @@
+"""Answer-collection benchmark on the embedded model: the paper-style loop against the engine in every mode.
+
+The paper collected answers one prompt at a time, sampling (temperature 0.6, top-p 0.9) up to 256 new tokens. We time
+that loop on a subset and the engine (sample / greedy / logprob, plus logprob in bf16) on the whole prompt set: WVS
+questions × culture-aware system prompts of several cultures, built with the real PromptBuilder. The compute floor is
+2 × parameters × (prompt tokens outside each group's shared prefix) ÷ the matmul FLOP/s measured here, in the same
+process and dtype, right before the logprob run — so a busy machine slows floor and engine alike.
+
+Run: ``python -m culturespa.infer.bench [--questions 64] [--cultures USA CHN] [--paper-prompts 6] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+PAPER = {"temperature": 0.6, "top_p": 0.9, "max_new_tokens": 256}
+
+
+def layer_shapes(config: Any) -> list[tuple[int, int]]:
+    """(in, out) of every projection in one decoder layer: q, k, v, o, gate, up, down (GQA-aware)."""
+    hidden = int(config.hidden_size)
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    kv = int(getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    inner = int(getattr(config, "intermediate_size", 4 * hidden))
+    return [
+        (hidden, heads * head_dim),
+        (hidden, kv),
+        (hidden, kv),
+        (heads * head_dim, hidden),
+        (hidden, inner),
+        (hidden, inner),
+        (inner, hidden),
+    ]
+
+
+def matmul_flops(dtype: torch.dtype, rows: int, shapes: Sequence[tuple[int, int]], seconds: float = 2.0) -> float:
+    """Best FLOP/s of the matmuls of one decoder layer at ``rows`` tokens, back to back (the exact shapes a prefill
+    batch multiplies, so small GQA projections count at their real efficiency)."""
+    weights = [torch.randn(i, o, dtype=dtype) for i, o in shapes]
+    inputs = {i: torch.randn(rows, i, dtype=dtype) for i, _ in shapes}
+    flops = sum(2 * rows * i * o for i, o in shapes)
+    for w in weights:
+        inputs[w.shape[0]] @ w
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        for w in weights:
+            inputs[w.shape[0]] @ w
+        best = max(best, flops / (time.perf_counter() - start))
+    return best
+
+
+def build_prompts(cfg: Any, n_questions: int, cultures: Sequence[str]) -> list[Any]:
+    from culturespa.data.wvs import WVSData
+    from culturespa.infer.engine import Request
+    from culturespa.prompts.builder import PromptBuilder, PromptStyle
+
+    wvs = WVSData.load(cfg.paths.wvs_dir)
+    builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
+    pool = wvs.eval_questions
+    step = max(1, len(pool) // n_questions)
+    questions = pool[::step][:n_questions]  # spread over all topics, incl. 10- and 11-option scales
+    return [
+        Request(f"{q.id}|{c}", builder.answer_messages(q, "aware", c), q.numbers) for c in cultures for q in questions
+    ]
+
+
+def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, float]:
+    """One prompt at a time with HF ``generate``: (seconds per prompt, valid rate, mean new tokens)."""
+    from culturespa.infer.parsing import parse_answer
+
+    tok, model = engine.tokenizer, engine.model
+    valid, new_tokens = 0, 0
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    for req in requests:
+        ids = tok(engine.render(req.messages), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(
+                ids.to(engine.device),
+                attention_mask=torch.ones_like(ids).to(engine.device),
+                do_sample=True,
+                pad_token_id=engine.pad_id,
+                **PAPER,
+            )
+        reply = out[0, ids.shape[1] :]
+        new_tokens += int(reply.numel())
+        valid += parse_answer(tok.decode(reply, skip_special_tokens=True), req.numbers) is not None
+    n = len(requests)
+    return (time.perf_counter() - start) / n, valid / n, new_tokens / n
+
+
+def run_engine(engine: Any, requests: Sequence[Any], decoding: Any) -> tuple[float, float]:
+    """Seconds for all requests and the valid-answer rate."""
+    start = time.perf_counter()
+    results = [r for batch in engine.answer(requests, decoding, seed=0) for r in batch]
+    seconds = time.perf_counter() - start
+    assert len(results) == len(requests)
+    return seconds, sum(r.valid for r in results) / len(results)
+
+
+def floor_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
+    """(all prompt tokens, prompt tokens outside the shared prefixes the engine computes once per group)."""
+    items = engine._prepare(requests)
+    total = sum(len(it.ids) for it in items)
+    prefixes: dict[tuple[int, ...], int] = {}
+    for batch in engine._plan(items):
+        if batch.prefix:
+            prefixes[batch.prefix] = len(batch.prefix)
+    shared = 0
+    for prefix, length in prefixes.items():
+        members = sum(1 for it in items if tuple(it.ids[:length]) == prefix)
+        shared += length * (members - 1)
+    return total, total - shared
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="culturespa.infer.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=64)
+    parser.add_argument("--cultures", nargs="+", default=["USA", "CHN"])
+    parser.add_argument("--paper-prompts", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = parser.parse_args(list(argv) if argv is not None else [])
+
+    from culturespa.config import compose
+    from culturespa.infer.engine import Decoding, Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = compose("generate", ["model=smollm2_135m", "logger=none"], output_dir="/tmp/culturespa-bench")
+    engine = Engine.from_config(cfg)
+    engine.batch_size = args.batch_size
+    model = engine.model
+    params = sum(p.numel() for p in model.parameters())
+    requests = build_prompts(cfg, args.questions, args.cultures)
+    total_tokens, own_tokens = floor_tokens(engine, requests)
+    out: dict[str, Any] = {
+        "prompts": len(requests),
+        "params": params,
+        "threads": torch.get_num_threads(),
+        "prompt_tokens": total_tokens,
+        "non_prefix_tokens": own_tokens,
+    }
+    print(
+        f"infer bench: smollm2_135m ({params / 1e6:.1f} M params), {len(requests)} prompts "
+        f"({args.questions} WVS questions x {len(args.cultures)} cultures, aware prompts), "
+        f"{torch.get_num_threads()} torch threads, batch {args.batch_size}"
+    )
+    print(f"  prompt tokens: {total_tokens} in all, {own_tokens} outside shared prefixes")
+
+    paper_s, paper_valid, paper_new = paper_loop(engine, requests[: args.paper_prompts])
+    out["paper"] = {"prompts_per_s": 1 / paper_s, "valid": paper_valid, "mean_new_tokens": paper_new}
+    print(
+        f"  paper loop   : {1 / paper_s:8.2f} prompts/s  valid {paper_valid:6.1%}  "
+        f"({args.paper_prompts} prompts, {paper_new:.0f} new tokens each on average)"
+    )
+
+    shapes = layer_shapes(model.config)
+    rows = min(4096, args.batch_size * max(1, own_tokens // max(1, len(requests))))
+    modes = [
+        ("sample", Decoding("sample", 0.6, 0.9, 16), model.dtype),
+        ("greedy", Decoding("greedy", max_new_tokens=16), model.dtype),
+        ("logprob", Decoding("logprob"), model.dtype),
+        ("logprob-bf16", Decoding("logprob"), torch.bfloat16),
+    ]
+    for name, decoding, dtype in modes:
+        if model.dtype != dtype:
+            model.to(dtype)
+        if name.startswith("logprob"):
+            flops = matmul_flops(dtype, rows, shapes)
+        seconds, valid = run_engine(engine, requests, decoding)
+        rate = len(requests) / seconds
+        entry: dict[str, Any] = {
+            "prompts_per_s": rate,
+            "seconds": seconds,
+            "valid": valid,
+            "speedup_vs_paper": rate * paper_s,
+        }
+        line = f"  {name:13s}: {rate:8.2f} prompts/s  valid {valid:6.1%}  x{rate * paper_s:6.1f} vs paper loop"
+        if name.startswith("logprob"):
+            floor = 2 * params * own_tokens / flops
+            entry.update({"matmul_gflops": flops / 1e9, "floor_s": floor, "vs_floor": seconds / floor})
+            line += f"  floor {floor:.2f} s ({flops / 1e9:.0f} GFLOP/s {str(dtype)[6:]} matmul) -> {seconds / floor:.2f}x floor"
+        out[name] = entry
+        print(line, flush=True)
+    model.to(torch.float32 if str(cfg.model.dtype) == "float32" else getattr(torch, str(cfg.model.dtype)))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
