@@ -220,10 +220,10 @@ def test_embedded_model_short_run(make_cfg, tmp_path: Path, pairs: Path) -> None
             f"sft.pairs_dir={pairs}",
             f"sft.output_dir={tmp_path}",
             "sft.max_steps=2",
-            "sft.global_batch_size=2",
-            "sft.micro_batch_size=2",
+            "sft.global_batch_size=1",
+            "sft.micro_batch_size=1",
             "data.val_fraction=0",
-            "data.cutoff_len=256",
+            "data.cutoff_len=160",
             "trainer.enable_progress_bar=false",
         ],
     )
