@@ -125,6 +125,8 @@ def test_batch_equals_single(make_cfg: Callable[..., Any], wvs: WVSData, mode: s
     alone = Engine(batched.model, batched.tokenizer, batch_size=1, sort_by_length=False, prefix_cache=False)
     qs = _questions(wvs, ["Q1", "Q27", "Q48", "Q164", "Q241", "Q131"])
     reqs = _requests(cfg, qs, ["USA", "CHN", None])
+    plan = batched._plan(batched._prepare(reqs))
+    assert any(b.prefix for b in plan) and any(len({len(i.ids) for i in b.items}) > 1 for b in plan)
     decoding = Decoding(mode, max_new_tokens=6)
     a = _collect(batched.answer(reqs, decoding))
     b = _collect(alone.answer(reqs, decoding))

@@ -6,7 +6,7 @@ questions × culture-aware system prompts of several cultures, built with the re
 2 × parameters × (prompt tokens outside each group's shared prefix) ÷ the matmul FLOP/s measured here, in the same
 process and dtype, right before the logprob run — so a busy machine slows floor and engine alike.
 
-Run: ``python -m culturespa.infer.bench [--questions 64] [--cultures USA CHN] [--paper-prompts 6] [--threads N]``.
+Run: ``python -m culturespa.infer.bench [--questions 32] [--cultures USA CHN] [--paper-prompts 6] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def floor_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="culturespa.infer.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=64)
+    parser.add_argument("--questions", type=int, default=32)
     parser.add_argument("--cultures", nargs="+", default=["USA", "CHN"])
     parser.add_argument("--paper-prompts", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
