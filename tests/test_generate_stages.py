@@ -232,7 +232,7 @@ def test_answers_cct_prompts_and_zero_based_questions(make_cfg, monkeypatch, tmp
     summary = generate(
         make_cfg(
             "generate",
-            ["stage=answers", "answers.setting=cct", f"answers.input={questions}", "cultures=[USA]", "logger=csv"],
+            ["stage=answers", "answers.setting=cct", f"answers.input={questions}", "cultures=[USA]", "logger=wandb"],
         )
     )
     (request,) = engine.requests
@@ -241,6 +241,8 @@ def test_answers_cct_prompts_and_zero_based_questions(make_cfg, monkeypatch, tmp
     assert "American" in system and "Cultures close to yours include" in system
     assert "0. 0\n1. 1\n2. 2" in request.messages[-1]["content"]
     assert _lines(Path(summary["files"]["USA"]))[0]["answer"] == 2
+    tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/answers/samples_*.table.json"))
+    assert len(tables) == 1 and "g1|USA|0" in tables[0].read_text()
 
 
 def test_answers_errors_before_the_model_loads(make_cfg, monkeypatch, tmp_path: Path) -> None:

@@ -2,8 +2,11 @@
 
 One output per (setting, culture): ``unaware.jsonl``, ``aware_{CODE}.jsonl``, ``cct_{CODE}.jsonl`` in
 ``answers.output_dir``, each holding one Answer record per question in question order. The model is loaded once per
-call and reused across cultures. Each file resumes from its part file; with greedy or logprob decoding a resumed file
-is identical to an uninterrupted one (the engine's results do not depend on batching). A finished file whose
+call and reused across cultures. Each file resumes from its part file. Questions go to the engine in fixed chunks of
+``answers.resume_chunk`` by position and an unfinished chunk is redone whole, so every answer is computed in the same
+batch as in an uninterrupted run: with greedy or logprob decoding a resumed file is bitwise identical (on CPU the
+logits of a prompt change in the last bits with its batch partners, so merely skipping done prompts would not be), as
+long as the engine settings are unchanged. A finished file whose
 fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
 """
@@ -127,7 +130,7 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"stage": "answers", "setting": setting, "files": {}, "invalid": {}, "skipped": []}
     summary["skipped"] = [str(p[1]) for p in plans if p[4] == "skip"]
     if not todo:
-        summary["files"] = {str(p[0]): str(p[1]) for p in plans}
+        summary["files"] = {p[0] or "unaware": str(p[1]) for p in plans}
         return summary
 
     from culturespa.infer.engine import Engine, Request

@@ -126,8 +126,9 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     wvs = WVSData.load(cfg.paths.wvs_dir)
     real = {t: wvs.questions_of_topic(TOPIC_NAMES[t]) for t in topics}
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
-    # per_topic and topics are left out: growing them extends a finished file instead of starting over
-    ignore = ("output", "overwrite", "per_topic", "topics")
+    # per_topic and topics are left out (growing them extends a finished file instead of starting over), and so are
+    # batch_size and max_retries (they change how work is scheduled, not what a question is)
+    ignore = ("output", "overwrite", "per_topic", "topics", "batch_size", "max_retries")
     settings = {k: v for k, v in outputs.plain(cfg, "questions").items() if k not in ignore}
     fp = outputs.fingerprint(
         {
@@ -156,6 +157,13 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     store.append_many(r for k, r in finished.items() if k not in store.records)  # extend a finished file
     engine = Engine.from_config(cfg)
     attempts: dict[str, int] = {}
+    cache: dict[str, Question] = {}
+
+    def as_question(key: str) -> Question:
+        if key not in cache:
+            cache[key] = Question.from_record(store.records[key])
+        return cache[key]
+
     samples: list[list[Any]] = []
     new_replies = 0
     started = time.perf_counter()
@@ -166,10 +174,9 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
             examples_of: dict[str, list[Question]] = {}
             for t in topics:
                 open_slots = [n for n in range(int(qcfg.per_topic)) if question_id(t, n) not in store.records]
+                slot_ids = [question_id(t, n) for n in range(int(qcfg.per_topic))]
                 generated = [
-                    Question.from_record(store.records[k])
-                    for k in expected
-                    if k.startswith(f"gen-t{t}-") and k in store.records and not store.records[k].get("failed")
+                    as_question(k) for k in slot_ids if k in store.records and not store.records[k].get("failed")
                 ]
                 for n in open_slots[: int(qcfg.batch_size)]:
                     qid = question_id(t, n)
@@ -190,7 +197,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                 desc="questions: wave",
             )
             for results in batches:
-                finished: list[dict[str, Any]] = []
+                resolved: list[dict[str, Any]] = []
                 for res in results:
                     qid, attempt = res.key.rsplit("#a", 1)[0], int(res.key.rsplit("#a", 1)[1])
                     t, n = (int(x) for x in qid.removeprefix("gen-t").split("-"))
@@ -207,17 +214,17 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                             ]
                         )
                     if isinstance(got, Extracted):
-                        finished.append(
+                        resolved.append(
                             _record(t, n, got, examples_of[res.key], attempt + 1, seed, res.text, str(cfg.model.name))
                         )
                     elif attempt + 1 > int(qcfg.max_retries):
-                        finished.append(
+                        resolved.append(
                             {"id": qid, "failed": True, "attempts": attempt + 1, "reason": got, "raw": res.text}
                         )
                     else:
                         attempts[qid] = attempt + 1
-                store.append_many(finished)
-                bar.update(len(finished))
+                store.append_many(resolved)
+                bar.update(len(resolved))
     finally:
         bar.close()
         store.close()
