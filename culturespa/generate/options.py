@@ -18,7 +18,10 @@ Rules, derived from the paper's 13,000-question pool (``data/generated-questions
 * A list offering a non-substantive option is dropped (``non_substantive_option``): don't know, refused/refuse,
   decline, prefer not to say, no answer, no opinion, not sure/unsure, can't say/choose, not applicable, and the
   catch-all "Other" ("Other (please specify)", "Other answer", "Other:"). "Undecided", "It depends ..." and
-  "Neither ..." are kept: they are positions a respondent can hold, like WVS's own middle options.
+  "Neither ..." are kept: they are positions a respondent can hold, like WVS's own middle options. With
+  ``non_substantive="strip"`` (``filter.non_substantive=strip``) only those options are removed and the question is
+  kept when two or more remain. On the paper's pool ``drop`` leaves Science & Technology with 94 of 1,000 questions
+  (its lists mostly end in "9 - Don't know", "10 - Refused"); ``strip`` keeps 968.
 * Fewer than two options (``too_few_options``) or the same option twice after cleaning (``duplicate_options``):
   dropped.
 """
