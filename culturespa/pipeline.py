@@ -1,0 +1,369 @@
+"""The whole of CultureSPA in one command, with every stage cached by the config that produced it.
+
+    python -m culturespa.pipeline experiment=smoke
+
+questions → filter → answers (unaware + aware/cct) → pairs → train → evaluate base and CultureSPA → comparison.
+Each stage writes under ``outputs/pipeline/<stage>/<hash>/``, where the hash covers exactly the settings that decide
+that stage's output plus the hashes of the stages it reads. A second run reuses every finished stage; changing a
+training knob reruns only training and the evaluation of the adapter; ``force=[train]`` (or ``force=[all]``) reruns
+stages on purpose. All stages of one pipeline run share one W&B group.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
+from culturespa.data.jsonl import write_json
+from culturespa.errors import CultureSPAError
+from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
+from culturespa.utils.tracking import GROUP_ENV, run_name
+
+log = logging.getLogger("culturespa.pipeline")
+DONE = "_SUCCESS.json"
+STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
+
+# The settings that decide each stage's output (paths excluded: they are derived from the hashes).
+_KEYS: dict[str, tuple[str, ...]] = {
+    "questions": ("model", "questions", "templates.question_generation", "seed"),
+    "filter": ("filter", "seed"),
+    "answers": ("model", "decoding", "templates.answer", "answers", "seed"),
+    "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures"),
+    "train": ("model", "peft", "mode", "data", "sft", "trainer.precision", "templates.answer", "cultures", "seed"),
+    "evaluate": ("model", "prompt", "decoding", "templates.answer", "eval", "cultures", "seed"),
+}
+# Keys inside those nodes that name files or pick a sub-task: they are set by the pipeline, not part of the identity.
+_PATH_KEYS = {
+    "output",
+    "input",
+    "output_dir",
+    "pairs_dir",
+    "adapter",
+    "predictions",
+    "suite",
+    "source",
+    "setting",
+    "general",
+}
+
+
+@dataclass
+class Stage:
+    """One cached step: its folder, and whether this run computed it or found it done."""
+
+    name: str
+    folder: Path
+    ran: bool = False
+    seconds: float = 0.0
+    summary: dict[str, Any] | None = None
+
+
+def _pick(cfg: DictConfig, key: str) -> Any:
+    node = OmegaConf.select(cfg, key, default=None)
+    if OmegaConf.is_config(node):
+        value = OmegaConf.to_container(node, resolve=True)
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if k not in _PATH_KEYS}
+        return value
+    return node
+
+
+def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str:
+    """Identity of a stage's output: its deciding settings plus the hashes of the stages it reads."""
+    picked = {key: _pick(cfg, key) for key in _KEYS[stage]}
+    blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _stage_cfg(cfg: DictConfig, folder: Path, values: dict[str, Any]) -> DictConfig:
+    """A copy of the pipeline config whose paths point into ``folder`` (plus the stage-specific ``values``)."""
+    stage_cfg = copy.deepcopy(cfg)
+    with open_dict(stage_cfg):
+        stage_cfg.paths.output_dir = str(folder)
+        for key, value in values.items():
+            OmegaConf.update(stage_cfg, key, value, force_add=True)
+    return stage_cfg
+
+
+class Pipeline:
+    """Runs the stages in order, skipping those whose output already exists for the same settings."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.cultures = validate_config(cfg)
+        self.root = Path(str(cfg.paths.root_dir)) / "outputs" / "pipeline"
+        if OmegaConf.select(cfg, "pipeline.root", default=None):
+            self.root = Path(str(cfg.pipeline.root))
+        force = [str(s) for s in (cfg.get("force") or [])]
+        unknown = sorted(set(force) - set(STAGES) - {"all"})
+        if unknown:
+            raise CultureSPAError(f"force={unknown}: unknown stage; valid: all, {', '.join(STAGES)}")
+        self.force = set(STAGES) if "all" in force else set(force)
+        self.stages: list[Stage] = []
+
+    def _run(self, name: str, key: str, after: Sequence[Stage | str], work: Callable[[Path], dict[str, Any]]) -> Stage:
+        """Run ``work`` into the stage's folder unless it is done for these settings; ``after`` are the stages (or
+        extra identities) it reads. A stage whose input was recomputed in this run is recomputed too."""
+        upstream = [a.folder.name if isinstance(a, Stage) else a for a in after]
+        digest = stage_hash(self.cfg, key, upstream)
+        folder = self.root / name / digest
+        stage = Stage(name, folder)
+        done = folder / DONE
+        stale = any(isinstance(a, Stage) and a.ran for a in after)
+        if done.exists() and key not in self.force and not stale:
+            stage.summary = json.loads(done.read_text())["summary"]
+            log.info("[%s] reusing %s", name, folder)
+        else:
+            log.info("[%s] running → %s", name, folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            stage.summary = work(folder)
+            stage.seconds = time.perf_counter() - start
+            stage.ran = True
+            settings = {k: _pick(self.cfg, k) for k in _KEYS[key]}
+            write_json(
+                done,
+                {
+                    "stage": name,
+                    "hash": digest,
+                    "upstream": list(upstream),
+                    "settings": settings,
+                    "seconds": stage.seconds,
+                    "summary": _jsonable(stage.summary),
+                },
+            )
+        self.stages.append(stage)
+        return stage
+
+    def run(self) -> dict[str, Any]:
+        from culturespa.evaluate.run import evaluate
+        from culturespa.generate.run import generate
+        from culturespa.train.run import train
+
+        cfg = self.cfg
+        # Step 1: generate questions, or take the paper's pool as they are.
+        if str(cfg.pipeline.questions) == "generate":
+            questions = self._run(
+                "questions",
+                "questions",
+                [],
+                lambda d: generate(
+                    _stage_cfg(cfg, d, {"stage": "questions", "questions.output": str(d / "generated.jsonl")})
+                ),
+            )
+            pool, source = str(questions.folder / "generated.jsonl"), questions
+        else:
+            pool = str(cfg.filter.input)
+            source = "pool:" + hashlib.sha1(pool.encode()).hexdigest()[:8]
+        filtered = self._run(
+            "filter",
+            "filter",
+            [source],
+            lambda d: generate(
+                _stage_cfg(
+                    cfg, d, {"stage": "filter", "filter.input": pool, "filter.output": str(d / "filtered.jsonl")}
+                )
+            ),
+        )
+        questions_file = str(filtered.folder / "filtered.jsonl")
+
+        # Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings.
+        system = str(cfg.data.system)
+
+        def answer(d: Path) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for setting in ("unaware", system):
+                out[setting] = generate(
+                    _stage_cfg(
+                        cfg,
+                        d,
+                        {
+                            "stage": "answers",
+                            "answers.setting": setting,
+                            "answers.input": questions_file,
+                            "answers.output_dir": str(d),
+                        },
+                    )
+                )
+            return out
+
+        answers = self._run("answers", "answers", [filtered, *self.cultures], answer)
+        # Step 3: CRQPC.
+        pairs = self._run(
+            "pairs",
+            "pairs",
+            [answers],
+            lambda d: generate(
+                _stage_cfg(
+                    cfg, d, {"stage": "pairs", "answers.output_dir": str(answers.folder), "sft.pairs_dir": str(d)}
+                )
+            ),
+        )
+        # Step 4: SFT.
+        trained = self._run(
+            "train",
+            "train",
+            [pairs],
+            lambda d: train(_stage_cfg(cfg, d, {"sft.pairs_dir": str(pairs.folder), "sft.output_dir": str(d)})),
+        )
+        adapter = trained.folder / ("adapter" if str(cfg.mode.name) == "joint" else "adapters")
+        # Step 5: the base model and CultureSPA, same cultures, same prompt.
+        base = self._run(
+            "eval-base",
+            "evaluate",
+            ["base"],
+            lambda d: evaluate(
+                _stage_cfg(
+                    cfg,
+                    d,
+                    {"eval.adapter": None, "eval.output_dir": str(d), "eval.suite": "wvs", "eval.source": "model"},
+                )
+            ),
+        )
+        tuned = self._run(
+            "eval-culturespa",
+            "evaluate",
+            [trained],
+            lambda d: evaluate(
+                _stage_cfg(
+                    cfg,
+                    d,
+                    {
+                        "eval.adapter": str(adapter),
+                        "eval.output_dir": str(d),
+                        "eval.suite": "wvs",
+                        "eval.source": "model",
+                    },
+                )
+            ),
+        )
+        return self._report(base.folder / "alignment.json", tuned.folder / "alignment.json")
+
+    def _report(self, base_file: Path, tuned_file: Path) -> dict[str, Any]:
+        base = json.loads(base_file.read_text())
+        tuned = json.loads(tuned_file.read_text())
+        rows = []
+        for code in self.cultures:
+            b = base["cultures"].get(code, {})
+            t = tuned["cultures"].get(code, {})
+            rows.append(
+                {
+                    "culture": code,
+                    "base": b.get("score"),
+                    "culturespa": t.get("score"),
+                    "base_valid": b.get("valid"),
+                    "culturespa_valid": t.get("valid"),
+                    "total": b.get("total"),
+                }
+            )
+        comparison = {
+            "prompt": str(self.cfg.prompt.name),
+            "model": str(self.cfg.model.name),
+            "average": {"base": base.get("average"), "culturespa": tuned.get("average")},
+            "cultures": rows,
+            "files": {s.name: str(s.folder) for s in self.stages},
+            "recomputed": [s.name for s in self.stages if s.ran],
+        }
+        out = self.root / "runs" / slug(run_name(self.cfg), 100) / "comparison.json"
+        write_json(out, comparison)
+        comparison["comparison_file"] = str(out)
+        _print_report(comparison, self.stages)
+        _log_comparison(self.cfg, comparison)
+        return comparison
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    files = Table(title="Pipeline stages", show_lines=False)
+    for column in ("stage", "status", "seconds", "folder"):
+        files.add_column(column)
+    for stage in stages:
+        files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
+    console.print(files)
+    table = Table(title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA")
+    for column in ("culture", "base", "CultureSPA", "Δ", "valid (base/CSPA)"):
+        table.add_column(column, justify="right")
+    for row in comparison["cultures"]:
+        delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
+        table.add_row(
+            row["culture"],
+            _fmt(row["base"]),
+            _fmt(row["culturespa"]),
+            _fmt(delta),
+            f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}",
+        )
+    avg = comparison["average"]
+    delta = None if avg["base"] is None or avg["culturespa"] is None else avg["culturespa"] - avg["base"]
+    table.add_row("average", _fmt(avg["base"]), _fmt(avg["culturespa"]), _fmt(delta), "")
+    console.print(table)
+    console.print(f"comparison written to {comparison['comparison_file']}")
+
+
+def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
+    from culturespa.utils.tracking import finish_run, start_run
+
+    run = start_run(cfg, "pipeline")
+    if run is None:
+        return
+    try:
+        import wandb
+
+        columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total"]
+        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in comparison["cultures"]])
+        run.log({"comparison": table})
+        run.summary.update(
+            {"average/base": comparison["average"]["base"], "average/culturespa": comparison["average"]["culturespa"]}
+        )
+    finally:
+        finish_run(run)
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Run every stage (reusing finished ones); all W&B runs share one group."""
+    group = OmegaConf.select(cfg, "logger.wandb.group", default=None) or f"pipeline-{slug(run_name(cfg), 60)}"
+    previous = os.environ.get(GROUP_ENV)
+    os.environ[GROUP_ENV] = str(group)
+    try:
+        return Pipeline(cfg).run()
+    finally:
+        if previous is None:
+            os.environ.pop(GROUP_ENV, None)
+        else:
+            os.environ[GROUP_ENV] = previous
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pipeline")
+@task_wrapper
+def main(cfg: DictConfig) -> Any:
+    log.debug("config: %s", to_plain(cfg))
+    return run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    set_offline_defaults()
+    check_group_overrides(sys.argv[1:], str(CONFIG_DIR))
+    main()

@@ -1,0 +1,77 @@
+"""The pipeline end to end on the tiny model, and its stage caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from culturespa.pipeline import STAGES, run_pipeline, stage_hash
+
+pytestmark = pytest.mark.slow
+
+TINY_SMOKE = [
+    "experiment=smoke",
+    "model=tiny_random",
+    "pipeline.questions=pool",  # the tiny random model writes no valid JSON; the paper's pool stands in for step 1
+    "filter.input=${paths.question_pool_dir}",
+    "filter.limit_per_topic=2",
+    "data.criterion=none",  # a random model's answers rarely shift with culture: keep every aware answer
+    "eval.limit=20",
+    "sft.epochs=1",
+]
+
+
+def _run(make_cfg, root: Path, *extra: str) -> dict:  # noqa: ANN001
+    cfg = make_cfg("pipeline", [*TINY_SMOKE, *extra])
+    with open_dict(cfg):
+        cfg.pipeline.root = str(root)
+    return run_pipeline(cfg)
+
+
+def test_smoke_pipeline_runs_then_reuses_every_stage(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    root = tmp_path / "pipeline"
+    first = _run(make_cfg, root)
+    assert first["recomputed"] == ["filter", "answers", "pairs", "train", "eval-base", "eval-culturespa"]
+    assert [row["culture"] for row in first["cultures"]] == ["USA", "CHN"]
+    assert all(row["total"] == 20 for row in first["cultures"])
+    assert first["average"]["base"] is not None and first["average"]["culturespa"] is not None
+    comparison = json.loads(Path(first["comparison_file"]).read_text())
+    assert comparison["average"] == first["average"]
+    files = first["files"]
+    assert (Path(files["filter"]) / "filtered.jsonl").exists()
+    assert (Path(files["answers"]) / "unaware.jsonl").exists()
+    assert (Path(files["answers"]) / "aware_CHN.jsonl").exists()
+    assert (Path(files["pairs"]) / "USA.jsonl").exists()
+    assert (Path(files["train"]) / "adapter" / "adapter_config.json").exists()
+    assert (Path(files["eval-culturespa"]) / "alignment.json").exists()
+
+    again = _run(make_cfg, root)
+    assert again["recomputed"] == []
+    assert again["average"] == first["average"]
+
+    # A training knob reruns only training and the evaluation of the adapter.
+    tuned = _run(make_cfg, root, "sft.lr=1e-3")
+    assert tuned["recomputed"] == ["train", "eval-culturespa"]
+    assert tuned["files"]["answers"] == first["files"]["answers"]
+    assert tuned["files"]["train"] != first["files"]["train"]
+
+    # force reruns a stage and everything that reads it.
+    forced = _run(make_cfg, root, "force=[pairs]")
+    assert forced["recomputed"] == ["pairs", "train", "eval-culturespa"]
+
+
+def test_stage_hash_ignores_paths_but_not_settings(make_cfg) -> None:  # noqa: ANN001
+    cfg = make_cfg("pipeline", TINY_SMOKE)
+    base = stage_hash(cfg, "train", ["x"])
+    with open_dict(cfg):
+        cfg.sft.output_dir = "/somewhere/else"
+        cfg.sft.pairs_dir = "/another/place"
+    assert stage_hash(cfg, "train", ["x"]) == base
+    assert stage_hash(cfg, "train", ["y"]) != base
+    with open_dict(cfg):
+        cfg.peft.r = 16
+    assert stage_hash(cfg, "train", ["x"]) != base
+    assert set(STAGES) >= {"questions", "train", "evaluate"}
