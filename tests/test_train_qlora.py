@@ -7,6 +7,7 @@ on such CPUs also shows that the same comparison fails without the guard (so it 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def _qlora_and_reference(model_cfg: dict, cache_dir: str):
     for module in reference.modules():
         base = getattr(module, "base_layer", None)
         if isinstance(base, bnb.nn.Linear4bit):
+            assert base.weight.quant_state.nested and base.weight.quant_state.quant_type == "nf4"  # NF4 + double quant
             weight = F.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
             linear = torch.nn.Linear(base.in_features, base.out_features, bias=False)
             linear.weight = torch.nn.Parameter(weight, requires_grad=False)
@@ -72,7 +74,6 @@ def _lora_grads(model, batch) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:bitsandbytes::gemv_4bit")
 def test_qlora_grads_match_dequantised_reference_after_eval_forward() -> None:
     cfg = compose("train", ["model=tiny_random"])
     model_cfg = dict(cfg.model)
@@ -93,6 +94,8 @@ def test_qlora_grads_match_dequantised_reference_after_eval_forward() -> None:
         for module in broken.modules():
             if isinstance(module, bnb.nn.Linear4bit):
                 module.support_avx512bf16_for_cpu = True
-        bad = _lora_grads(broken, batch)
+        with warnings.catch_warnings():  # bnb warns that gemv_4bit has no autograd kernel: the bug itself
+            warnings.simplefilter("ignore", UserWarning)
+            bad = _lora_grads(broken, batch)
         errors = [((bad[n] - want[n]).norm() / want[n].norm()).item() for n in want]
         assert max(errors) > 0.1

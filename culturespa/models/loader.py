@@ -226,12 +226,15 @@ def load_model(
     quantization: str = "none",
     device_map: Any = None,
     compute_dtype: str | None = None,
+    double_quant: bool = True,
 ) -> Any:
     """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_dir(spec, cache_dir)
-    qconfig = quantization_config(quantization, compute_dtype or ("float32" if spec.dtype == "auto" else spec.dtype))
+    qconfig = quantization_config(
+        quantization, compute_dtype or ("float32" if spec.dtype == "auto" else spec.dtype), double_quant
+    )
     kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "trust_remote_code": spec.trust_remote_code}
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig

@@ -51,6 +51,7 @@ def build_peft_model(
         quantization=quantization,
         device_map=device_map if quantization != "none" else None,
         compute_dtype=str(compute_dtype) if compute_dtype else None,
+        double_quant=bool(peft_cfg.get("double_quant", True)),
     )
     checkpointing = bool(peft_cfg.get("gradient_checkpointing", False))
     ckpt_kwargs = {"use_reentrant": False}
