@@ -134,7 +134,8 @@ def _load_model(cfg: Any) -> tuple[Any, Any]:
     spec = ModelSpec.from_config(cfg.model)
     quant = str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none")
     compute = OmegaConf.select(cfg, "peft.compute_dtype", default=None)
-    model = load_model(spec, cfg.paths.cache_dir, quantization=quant, compute_dtype=compute)
+    double = bool(OmegaConf.select(cfg, "peft.double_quant", default=True))
+    model = load_model(spec, cfg.paths.cache_dir, quantization=quant, compute_dtype=compute, double_quant=double)
     return model, load_tokenizer(spec, cfg.paths.cache_dir)
 
 
