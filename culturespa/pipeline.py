@@ -2,7 +2,7 @@
 
     python -m culturespa.pipeline experiment=smoke
 
-questions → filter → answers (unaware + aware/cct) → pairs → train → evaluate base and CultureSPA → comparison.
+questions (and/or a sample of the paper's pool) → filter → answers (unaware + aware/cct) → pairs → train → evaluate base and CultureSPA → comparison.
 Each stage writes under ``outputs/pipeline/<stage>/<hash>/``, where the hash covers exactly the settings that decide
 that stage's output plus the hashes of the stages it reads. A second run reuses every finished stage; changing a
 training knob reruns only training and the evaluation of the adapter; ``force=[train]`` (or ``force=[all]``) reruns
@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from culturespa.utils.tracking import GROUP_ENV, run_name
 log = logging.getLogger("culturespa.pipeline")
 DONE = "_SUCCESS.json"
 STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
+QUESTION_SOURCES = ("generate", "pool", "both")
 
 # The settings that decide each stage's output (paths excluded: they are derived from the hashes).
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -83,7 +85,10 @@ def _pick(cfg: DictConfig, key: str) -> Any:
 
 def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str:
     """Identity of a stage's output: its deciding settings plus the hashes of the stages it reads."""
-    picked = {key: _pick(cfg, key) for key in _KEYS[stage]}
+    keys = _KEYS[stage]
+    if stage in ("answers", "evaluate") and str(cfg.decoding.mode) != "sample":
+        keys = tuple(k for k in keys if k != "seed")  # greedy / logprob answers do not depend on the seed
+    picked = {key: _pick(cfg, key) for key in keys}
     blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -148,14 +153,39 @@ class Pipeline:
         self.stages.append(stage)
         return stage
 
+    def _filter(self, name: str, source_file: str, after: Stage | str, limit: Any) -> Stage:
+        from culturespa.generate.run import generate
+
+        def work(d: Path) -> dict[str, Any]:
+            return generate(
+                _stage_cfg(
+                    self.cfg,
+                    d,
+                    {
+                        "stage": "filter",
+                        "filter.input": source_file,
+                        "filter.output": str(d / "filtered.jsonl"),
+                        "filter.limit_per_topic": limit,
+                    },
+                )
+            )
+
+        return self._run(name, "filter", [after, f"limit={limit}"], work)
+
     def run(self) -> dict[str, Any]:
         from culturespa.evaluate.run import evaluate
         from culturespa.generate.run import generate
         from culturespa.train.run import train
 
         cfg = self.cfg
-        # Step 1: generate questions, or take the paper's pool as they are.
-        if str(cfg.pipeline.questions) == "generate":
+        mode = str(cfg.pipeline.questions)
+        if mode not in QUESTION_SOURCES:
+            raise CultureSPAError(
+                f"pipeline.questions={mode!r} is not valid; choose one of: {', '.join(QUESTION_SOURCES)}"
+            )
+        # Step 1: generate questions and/or take a sample of the paper's pool; each source is filtered on its own.
+        filtered: list[Stage] = []
+        if mode in ("generate", "both"):
             questions = self._run(
                 "questions",
                 "questions",
@@ -164,26 +194,21 @@ class Pipeline:
                     _stage_cfg(cfg, d, {"stage": "questions", "questions.output": str(d / "generated.jsonl")})
                 ),
             )
-            pool, source = str(questions.folder / "generated.jsonl"), questions
-        else:
-            pool = str(cfg.filter.input)
+            limit = None if mode == "both" else cfg.filter.limit_per_topic  # keep every generated question
+            filtered.append(self._filter("filter", str(questions.folder / "generated.jsonl"), questions, limit))
+        if mode in ("pool", "both"):
+            pool = str(cfg.paths.question_pool_dir) if mode == "both" else str(cfg.filter.input)
             source = "pool:" + hashlib.sha1(pool.encode()).hexdigest()[:8]
-        filtered = self._run(
-            "filter",
-            "filter",
-            [source],
-            lambda d: generate(
-                _stage_cfg(
-                    cfg, d, {"stage": "filter", "filter.input": pool, "filter.output": str(d / "filtered.jsonl")}
-                )
-            ),
-        )
-        questions_file = str(filtered.folder / "filtered.jsonl")
+            filtered.append(self._filter("filter-pool", pool, source, cfg.filter.limit_per_topic))
 
         # Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings.
         system = str(cfg.data.system)
 
         def answer(d: Path) -> dict[str, Any]:
+            inputs = d / "questions"  # the filtered question files this stage answered, side by side
+            inputs.mkdir(exist_ok=True)
+            for stage in filtered:
+                shutil.copyfile(stage.folder / "filtered.jsonl", inputs / f"{stage.name}.jsonl")
             out: dict[str, Any] = {}
             for setting in ("unaware", system):
                 out[setting] = generate(
@@ -193,14 +218,14 @@ class Pipeline:
                         {
                             "stage": "answers",
                             "answers.setting": setting,
-                            "answers.input": questions_file,
+                            "answers.input": str(inputs),
                             "answers.output_dir": str(d),
                         },
                     )
                 )
             return out
 
-        answers = self._run("answers", "answers", [filtered, *self.cultures], answer)
+        answers = self._run("answers", "answers", [*filtered, *self.cultures], answer)
         # Step 3: CRQPC.
         pairs = self._run(
             "pairs",

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow
 TINY_SMOKE = [
     "experiment=smoke",
     "model=tiny_random",
-    "pipeline.questions=pool",  # the tiny random model writes no valid JSON; the paper's pool stands in for step 1
-    "filter.input=${paths.question_pool_dir}",
+    "questions.per_topic=1",  # the smoke preset's source is `both`: the tiny model's (invalid) questions + the pool
+    "questions.max_retries=1",
+    "questions.max_new_tokens=32",
     "filter.limit_per_topic=2",
     "data.criterion=none",  # a random model's answers rarely shift with culture: keep every aware answer
     "eval.limit=20",
@@ -34,14 +35,24 @@ def _run(make_cfg, root: Path, *extra: str) -> dict:  # noqa: ANN001
 def test_smoke_pipeline_runs_then_reuses_every_stage(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
     root = tmp_path / "pipeline"
     first = _run(make_cfg, root)
-    assert first["recomputed"] == ["filter", "answers", "pairs", "train", "eval-base", "eval-culturespa"]
+    assert first["recomputed"] == [
+        "questions",
+        "filter",
+        "filter-pool",
+        "answers",
+        "pairs",
+        "train",
+        "eval-base",
+        "eval-culturespa",
+    ]
     assert [row["culture"] for row in first["cultures"]] == ["USA", "CHN"]
     assert all(row["total"] == 20 for row in first["cultures"])
     assert first["average"]["base"] is not None and first["average"]["culturespa"] is not None
     comparison = json.loads(Path(first["comparison_file"]).read_text())
     assert comparison["average"] == first["average"]
     files = first["files"]
-    assert (Path(files["filter"]) / "filtered.jsonl").exists()
+    assert (Path(files["filter-pool"]) / "filtered.jsonl").exists()
+    assert (Path(files["answers"]) / "questions" / "filter.jsonl").exists()
     assert (Path(files["answers"]) / "unaware.jsonl").exists()
     assert (Path(files["answers"]) / "aware_CHN.jsonl").exists()
     assert (Path(files["pairs"]) / "USA.jsonl").exists()

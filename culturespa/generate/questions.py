@@ -126,6 +126,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     wvs = WVSData.load(cfg.paths.wvs_dir)
     real = {t: wvs.questions_of_topic(TOPIC_NAMES[t]) for t in topics}
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
+    prefix = builder.question_generation_prefix()
     # per_topic and topics are left out (growing them extends a finished file instead of starting over), and so are
     # batch_size and max_retries (they change how work is scheduled, not what a question is)
     ignore = ("output", "overwrite", "per_topic", "topics", "batch_size", "max_retries")
@@ -185,7 +186,8 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                     examples = pick_examples(real[t], generated, int(qcfg.n_examples), int(qcfg.n_generated), rng)
                     key = f"{qid}#a{attempt}"
                     examples_of[key] = examples
-                    wave.append(Request(key, builder.question_generation_messages(TOPIC_NAMES[t], examples)))
+                    messages = builder.question_generation_messages(TOPIC_NAMES[t], examples)
+                    wave.append(Request(key, messages, prefix=prefix))
             if not wave:
                 break
             batches = engine.generate(
@@ -201,7 +203,8 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                 for res in results:
                     qid, attempt = res.key.rsplit("#a", 1)[0], int(res.key.rsplit("#a", 1)[1])
                     t, n = (int(x) for x in qid.removeprefix("gen-t").split("-"))
-                    got = extract_question(res.text)
+                    reply = prefix + res.text  # the reply as the model wrote it, started by the response prefix
+                    got = extract_question(reply)
                     new_replies += 1
                     if len(samples) < SAMPLE_ROWS:
                         samples.append(
@@ -209,17 +212,17 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                                 qid,
                                 attempt,
                                 res.prompt,
-                                res.text,
+                                reply,
                                 got.__dict__ if isinstance(got, Extracted) else f"bad JSON: {got}",
                             ]
                         )
                     if isinstance(got, Extracted):
                         resolved.append(
-                            _record(t, n, got, examples_of[res.key], attempt + 1, seed, res.text, str(cfg.model.name))
+                            _record(t, n, got, examples_of[res.key], attempt + 1, seed, reply, str(cfg.model.name))
                         )
                     elif attempt + 1 > int(qcfg.max_retries):
                         resolved.append(
-                            {"id": qid, "failed": True, "attempts": attempt + 1, "reason": got, "raw": res.text}
+                            {"id": qid, "failed": True, "attempts": attempt + 1, "reason": got, "raw": reply}
                         )
                     else:
                         attempts[qid] = attempt + 1

@@ -35,6 +35,7 @@ class Request:
     key: str
     messages: list[dict[str, str]]
     numbers: list[int] | None = None  # valid option numbers; None = free generation
+    prefix: str = ""  # text the assistant turn starts with (the reply continues it; Result.text excludes it)
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Engine:
         for i, r in enumerate(reqs):
             if not r.messages:
                 raise CultureSPAError(f"request {r.key}: no messages")
-            prompt = self.render(r.messages)
+            prompt = self.render(r.messages) + r.prefix
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise CultureSPAError(f"request {r.key}: the prompt tokenises to nothing")

@@ -7,6 +7,7 @@ trained model exactly the way it was trained (LitGPT's prompt-style registry, in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +173,21 @@ class PromptBuilder:
             {"role": "assistant", "content": self.assistant_turn(answer)}
         ]
 
+    def question_generation_prefix(self) -> str:
+        """Text the assistant's reply is started with (e.g. the opening of the JSON object), so that small models
+        continue the requested format instead of chatting; empty to let the model start freely."""
+        return self._fmt(str(self.t["question_generation"].get("response_prefix") or ""))
+
     def question_generation_messages(self, topic: str, examples: Sequence[Question]) -> list[Message]:
         qg = self.t["question_generation"]
         blocks = [
-            self._fmt(qg["example"], index=i + 1, question=q.text, options=list(q.options))
+            self._fmt(
+                qg["example"],
+                index=i + 1,
+                question=q.text,
+                options=list(q.options),
+                json=json.dumps({"Question": q.text, "Options": list(q.options)}, ensure_ascii=False),
+            )
             for i, q in enumerate(examples)
         ]
         messages: list[Message] = []
