@@ -98,10 +98,21 @@ def test_jsonl_error_names_the_line_and_missing_culture_file(make_cfg, tmp_path:
         evaluate(_cfg(make_cfg, f"{tmp_path}/bad_{{culture}}.jsonl", "[USA,CHN]"))
 
 
-def test_issue_spelling_with_plus(make_cfg, wvs, tmp_path: Path) -> None:
-    path = _write(tmp_path / "a.json", [{"Q_id": "Q1", "answer": wvs.majority_answer("USA", "Q1")}], jsonl=False)
-    cfg = make_cfg("evaluate", ["+source=predictions", f"+predictions.path='{path}'", "cultures=USA", "logger=none"])
-    assert evaluate(cfg)["scores"]["USA"] == pytest.approx(100.0)
+def test_issue_spelling(make_cfg, wvs, tmp_path: Path) -> None:
+    """`evaluate.py source=predictions predictions.path='DIR/answers_{culture}.json'`, as the issue writes it."""
+    for code in ("USA", "CHN"):
+        records = [
+            {"Q_id": q.id, "answer": f"My answer: {wvs.majority_answer(code, q.id)}"}
+            for q in wvs.eval_questions
+            if wvs.majority_answer(code, q.id) is not None
+        ]
+        _write(tmp_path / f"answers_{code}.json", records, jsonl=False)
+    template = f"{tmp_path}/answers_{{culture}}.json"
+    cfg = make_cfg(
+        "evaluate", ["source=predictions", f"predictions.path='{template}'", "cultures=[USA,CHN]", "logger=none"]
+    )
+    scores = evaluate(cfg)["scores"]
+    assert scores == {"USA": pytest.approx(100.0), "CHN": pytest.approx(100.0)}
 
 
 def test_results_logged_to_wandb_offline(make_cfg, wvs, tmp_path: Path) -> None:

@@ -131,8 +131,13 @@ def compare(
         ax.bar(xs + (k - (len(results) - 1) / 2) * width, heights, width, label=label)
     ax.set_xticks(xs, groups, rotation=90)
     ax.set_ylabel("alignment score (%)" if key == "score" else key)
+    return _finish_plot(plt, fig, ax, "Comparison", out, csv_path)
+
+
+def _finish_plot(plt: Any, fig: Any, ax: Any, title: str, out: Path, csv_path: Path) -> dict[str, Path]:
+    """Legend outside the axes, title, save as PNG beside its CSV."""
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1.0), loc="upper left")
-    ax.set_title("Comparison")
+    ax.set_title(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -171,13 +176,7 @@ def quantity_curve(
         )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("alignment score (%)")
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1.0), loc="upper left")
-    ax.set_title("Data quantity")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return {"png": out, "csv": csv_path}
+    return _finish_plot(plt, fig, ax, "Data quantity", out, csv_path)
 
 
 def log_outputs(run: Any, name: str, outputs: dict[str, Path]) -> None:
