@@ -324,8 +324,9 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
 
     console = Console()
     files = Table(title="Pipeline stages", show_lines=False)
-    for column in ("stage", "status", "seconds", "folder"):
+    for column in ("stage", "status", "seconds"):
         files.add_column(column)
+    files.add_column("folder", overflow="fold")
     for stage in stages:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from culturespa.config import CONFIG_DIR, compose, slug, to_plain, validate_config
 from culturespa.data.cultures import PAPER_CULTURES
@@ -149,3 +149,17 @@ def test_missing_model_path_is_one_line_error(tmp_path: Path) -> None:
     cfg = compose("train", ["model=llama3_8b_instruct", f"model.path={tmp_path}/nope/model"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match=r"model.path: .*/nope/model: no such model folder"):
         resolve_model_dir(ModelSpec.from_config(cfg.model))
+
+
+def test_wandb_names_come_from_overrides_even_without_the_hydra_node(tmp_path: Path) -> None:
+    """Inside @hydra.main the task's cfg has no `hydra` node: names and groups must come from the running app."""
+    from culturespa.utils.tracking import run_group, run_name, wandb_settings
+
+    cfg = compose("train", ["mode=specific", "data.fraction=0.5"], output_dir=tmp_path)
+    stripped = cfg.copy()
+    with open_dict(stripped):
+        stripped.pop("hydra")
+    assert run_name(stripped) == run_name(cfg) == "train-data.fraction=0.5,mode=specific"
+    assert run_group(stripped) == run_name(cfg)
+    settings = wandb_settings(stripped, "train")
+    assert settings is not None and settings["job_type"] == "train" and settings["project"] == "culturespa"

@@ -12,6 +12,19 @@ from omegaconf import DictConfig, OmegaConf
 GROUP_ENV = "CULTURESPA_WANDB_GROUP"
 
 
+def _hydra(cfg: DictConfig, key: str) -> object:
+    """A ``hydra.*`` value from the config, or from the running Hydra app (``@hydra.main`` strips the node)."""
+    value = OmegaConf.select(cfg, f"hydra.{key}", default=None)
+    if value is not None:
+        return value
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return OmegaConf.select(HydraConfig.get(), key, default=None)
+    except ValueError:  # no Hydra app running (plain function call)
+        return None
+
+
 def run_name(cfg: DictConfig) -> str:
     """The overrides of this job (``mode=joint,cultures=all``) or the task name."""
     from culturespa.config import slug
@@ -19,7 +32,7 @@ def run_name(cfg: DictConfig) -> str:
     name = OmegaConf.select(cfg, "logger.wandb.name", default=None)
     if name:
         return str(name)
-    overrides = OmegaConf.select(cfg, "hydra.job.override_dirname", default="") or ""
+    overrides = str(_hydra(cfg, "job.override_dirname") or "")
     return slug(f"{cfg.task_name}-{overrides}" if overrides else str(cfg.task_name), 120)
 
 
@@ -30,9 +43,9 @@ def run_group(cfg: DictConfig) -> str:
         return str(group)
     if os.environ.get(GROUP_ENV):
         return os.environ[GROUP_ENV]
-    mode = str(OmegaConf.select(cfg, "hydra.mode", default="") or "")
+    mode = str(_hydra(cfg, "mode") or "")
     if mode.endswith("MULTIRUN"):
-        sweep = OmegaConf.select(cfg, "hydra.sweep.dir", default=None)
+        sweep = _hydra(cfg, "sweep.dir")
         if sweep:
             return f"{cfg.task_name}-{Path(str(sweep)).name}"
     return run_name(cfg)
