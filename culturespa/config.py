@@ -155,3 +155,13 @@ def config_hash(cfg: DictConfig, keys: Sequence[str]) -> str:
         for k in keys
     }
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:
+    """``items`` cut to the positive-int-or-null limit at ``key`` (``eval.limit``, ``answers.limit``…)."""
+    limit = OmegaConf.select(cfg, key, default=None)
+    if limit is None:
+        return items
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise CultureSPAError(f"{key}={limit!r} must be a positive integer or null")
+    return items[:limit]

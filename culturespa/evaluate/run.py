@@ -19,22 +19,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.config import validate_config
+from culturespa.config import first_n, validate_config
 from culturespa.data.wvs import WVSData
-from culturespa.errors import CultureSPAError
 from culturespa.utils.tracking import finish_run, start_run
 
 log = logging.getLogger(__name__)
 
 
 def _questions(cfg: DictConfig, wvs: WVSData) -> list[Any]:
-    questions = wvs.eval_questions
-    limit = OmegaConf.select(cfg, "eval.limit", default=None)
-    if limit is not None:
-        if not isinstance(limit, int) or limit < 1:
-            raise CultureSPAError(f"eval.limit={limit!r} must be a positive integer or null")
-        questions = questions[:limit]
-    return questions
+    return first_n(list(wvs.eval_questions), cfg, "eval.limit")
 
 
 def _predicted_answers(cfg: DictConfig, wvs: WVSData, questions: list[Any], cultures: list[str]) -> dict:

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from culturespa.config import first_n
 from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.wvs import WVSData
@@ -52,12 +53,7 @@ def load_answer_questions(cfg: DictConfig, wvs: WVSData | None) -> list[Question
         questions = load_questions(source)
     if not questions:
         raise fail(source, "no questions to answer")
-    limit = OmegaConf.select(cfg, "answers.limit", default=None)
-    if limit is not None:
-        if not isinstance(limit, int) or limit < 1:
-            raise CultureSPAError(f"answers.limit={limit!r} must be null or a positive integer")
-        questions = questions[:limit]
-    return questions
+    return first_n(questions, cfg, "answers.limit")
 
 
 def to_record(res: Any, question: Question, setting: str, culture: str | None) -> dict[str, Any]:
