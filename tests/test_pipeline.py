@@ -19,7 +19,8 @@ TINY_SMOKE = [
     "questions.max_retries=1",
     "questions.max_new_tokens=32",
     "filter.limit_per_topic=2",
-    "data.criterion=none",  # a random model's answers rarely shift with culture: keep every aware answer
+    "decoding=logprob",  # a random model's sampled replies hold no option number; logprob answers always do
+    "data.criterion=none",  # and its answers rarely shift with culture: keep every aware answer
     "eval.limit=20",
     "sft.epochs=1",
 ]
