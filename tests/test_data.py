@@ -10,8 +10,8 @@ import pytest
 
 from culturespa.data.cultures import CULTURE_SETS, PAPER_CULTURES, get_culture, resolve_cultures
 from culturespa.data.fetch import WVS_SHA256, prepare, sha256
+from culturespa.data.survey import WVSData, default_data_dir
 from culturespa.data.topics import TOPIC_NAMES, is_zero_based, topic_of
-from culturespa.data.wvs import WVSData, default_data_dir
 from culturespa.errors import CultureSPAError
 
 ZERO_BASED = [f"Q{n}" for n in [*range(94, 106), 119, *range(122, 130), *range(241, 250)]]

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.infer.engine import Decoding, Engine, Request, Result
 from culturespa.prompts.builder import PromptBuilder, PromptStyle

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from culturespa.config import config_hash
 from culturespa.data.jsonl import ResumableJsonl, read_jsonl
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for

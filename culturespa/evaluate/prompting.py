@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.prompts.builder import (
     Message,
     PromptBuilder,

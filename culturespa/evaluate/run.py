@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from culturespa.config import first_n, validate_config
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.utils.tracking import finish_run, start_run
 
 log = logging.getLogger(__name__)

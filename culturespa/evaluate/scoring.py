@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.evaluate.metrics import Item, culture_report, headline
 
 

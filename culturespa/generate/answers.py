@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from culturespa.config import first_n
 from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
 from culturespa.generate.pool import load_questions

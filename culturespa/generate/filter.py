@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.jsonl import write_json, write_jsonl
 from culturespa.data.questions import Question
-from culturespa.data.wvs import WVSData
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.generate.options import RULES, format_question
 from culturespa.generate.pool import load_questions

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from culturespa.data.jsonl import ResumableJsonl, read_jsonl
 from culturespa.data.questions import Question
+from culturespa.data.survey import WVSData
 from culturespa.data.topics import TOPIC_NAMES
-from culturespa.data.wvs import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.generate import outputs
 from culturespa.generate.json_extract import Extracted, extract_question

@@ -63,7 +63,7 @@ def matmul_flops(
 
 
 def build_prompts(cfg: Any, n_questions: int, cultures: Sequence[str]) -> list[Any]:
-    from culturespa.data.wvs import WVSData
+    from culturespa.data.survey import WVSData
     from culturespa.infer.engine import Request
     from culturespa.prompts.builder import PromptBuilder, PromptStyle
 

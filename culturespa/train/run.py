@@ -148,7 +148,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     wvs = None
     if cfg.data.system == "cct":
-        from culturespa.data.wvs import WVSData
+        from culturespa.data.survey import WVSData
 
         wvs = WVSData.load(cfg.paths.wvs_dir)
     tokenizer = load_tokenizer(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
