@@ -98,6 +98,21 @@ def test_logprob_matches_brute_force_on_multi_token_numbers(engine: tuple[Engine
         assert res.answer == max(ref, key=lambda n: (ref[n], -n)) and res.text == str(res.answer) and res.valid
 
 
+def test_logprob_mixed_context_shapes_in_one_batch(engine: tuple[Engine, Any], wvs: WVSData) -> None:
+    """A 1..21 scale needs two contexts ("1" and "2", no chain), so it takes the second pass while the 1..10 row in
+    the same batch is scored from its appended context and the 1..4 row needs no context: all match brute force."""
+    eng, cfg = engine
+    wide = Question("W21", "Rate it from 1 to 21.", tuple(str(i) for i in range(1, 22)), topic=None, source="test")
+    reqs = _requests(cfg, [wide, *_questions(wvs, ["Q48", "Q1"])], ["USA"])
+    got = _collect(eng.answer(reqs, Decoding("logprob")))
+    for req in reqs:
+        ref = _brute_force(eng, req)
+        dist = got[req.key].distribution
+        assert dist is not None and set(dist) == set(ref)
+        for n, p in ref.items():
+            assert math.log(dist[n]) == pytest.approx(math.log(p), abs=2e-4), (req.key, n)
+
+
 def test_logprob_prefix_numbers_are_terminated(engine: tuple[Engine, Any], wvs: WVSData) -> None:
     """Without the terminator factor, "1" would absorb the mass of "10" and "11"; check the factor is applied."""
     eng, cfg = engine

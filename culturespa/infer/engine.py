@@ -322,11 +322,14 @@ class Engine:
         config = getattr(self.model, "config", None)
         return config if config is not None and hasattr(config, "get_text_config") else None
 
-    def _prefill(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
-        """Run every prompt of the batch; returns last-position logits [B, V], the attention mask, each row's last
-        position id and the cache."""
+    def _prefill(
+        self, batch: _Batch, extra: Sequence[Context] | None = None, keep: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Run every prompt of the batch, each followed by its ``extra`` tokens; returns the logits of the last
+        ``keep`` columns [B, keep, V], the attention mask, each row's last position id and the cache. Rows are
+        right-aligned (left padding), so column -1 is every row's last token."""
         plen = len(batch.prefix)
-        suffixes = [it.ids[plen:] for it in batch.items]
+        suffixes = [it.ids[plen:] + list(extra[i] if extra else ()) for i, it in enumerate(batch.items)]
         width = max(len(s) for s in suffixes)
         rows, mask = [], []
         for s in suffixes:
@@ -344,13 +347,14 @@ class Engine:
 
             cache = DynamicCache(config=self._config())
             full_mask = suffix_mask
-        logits, cache = self._forward(input_ids, full_mask, positions, cache, keep=1)
-        return logits[:, -1, :], full_mask, positions[:, -1], cache
+        logits, cache = self._forward(input_ids, full_mask, positions, cache, keep=min(keep, width))
+        return logits, full_mask, positions[:, -1], cache
 
     def _generate_batch(
         self, batch: _Batch, greedy: bool, temperature: float, top_p: float, max_new_tokens: int, seed: int
     ) -> list[Result]:
         logits, mask, last_pos, cache = self._prefill(batch)
+        logits = logits[:, -1, :]
         bsz = logits.shape[0]
         gens = None if greedy else sampling.make_generators(seed, [it.request.key for it in batch.items], self.device)
         stop = torch.tensor(sorted(self.stop_ids), device=self.device, dtype=torch.long)
@@ -396,40 +400,61 @@ class Engine:
         return self._digit_ids
 
     def _score_batch(self, batch: _Batch) -> list[Result]:
-        logits, mask, last_pos, cache = self._prefill(batch)
-        first = torch.log_softmax(logits, dim=-1)
         plans = []
         for it in batch.items:
             numbers = list(it.request.numbers or [])
             plans.append(OptionPlan.build(numbers, {n: self._number_ids(it.prompt, n) for n in numbers}))
-        after, cont = self._score_contexts(plans, mask, last_pos, cache)
+        # A row whose contexts form one chain ("1" for a 1..10 scale) gets its longest context appended to the prompt:
+        # the columns of the same forward pass then hold the distributions after every context, so the common case
+        # costs one pass. Other rows (e.g. 1..21: "1" and "2") are scored by a second pass over their cache.
+        chains = [_chain(plan.contexts) for plan in plans]
+        extra = [chain or () for chain in chains]
+        keep = 1 + max(len(e) for e in extra)
+        logits, mask, last_pos, cache = self._prefill(batch, extra, keep)
+        logp = torch.log_softmax(logits, dim=-1)  # [B, keep, V]
+        digit_mass = torch.exp(logp.index_select(2, self._digits())).sum(dim=2)  # [B, keep]
+        after: dict[int, dict[Context, dict[int, float]]] = {}
+        cont: dict[int, dict[Context, float]] = {}
+        first_col = []
+        for row, (plan, chain) in enumerate(zip(plans, chains, strict=True)):
+            start = keep - 1 - len(extra[row])  # column of the prompt's last token
+            first_col.append(start)
+            for j in range(1, len(extra[row]) + 1):
+                ctx = extra[row][:j]
+                after.setdefault(row, {})[ctx] = {t: float(logp[row, start + j, t]) for t in _wanted(plan, ctx)}
+                cont.setdefault(row, {})[ctx] = float(digit_mass[row, start + j])
+        unfolded = [row for row, chain in enumerate(chains) if chain is None]
+        if unfolded:
+            more_after, more_cont = self._score_contexts(plans, unfolded, mask, last_pos, cache)
+            after.update(more_after)
+            cont.update(more_cont)
         results = []
         for row, (it, plan) in enumerate(zip(batch.items, plans, strict=True)):
-            needed = {t for seq in plan.sequences.values() for t in seq[:1]}
-            first_row = {t: float(first[row, t]) for t in needed}
+            needed = {seq[0] for seq in plan.sequences.values()}
+            first_row = {t: float(logp[row, first_col[row], t]) for t in needed}
             scores = plan.scores(first_row, after.get(row, {}), cont.get(row, {}))
             best, dist = normalise(scores)
             results.append(Result(it.request.key, str(best), best, True, dist, it.prompt))
         return results
 
     def _score_contexts(
-        self, plans: list[OptionPlan], mask: torch.Tensor, last_pos: torch.Tensor, cache: Any
+        self, plans: list[OptionPlan], rows: list[int], mask: torch.Tensor, last_pos: torch.Tensor, cache: Any
     ) -> tuple[dict[int, dict[Context, dict[int, float]]], dict[int, dict[Context, float]]]:
-        """One extra forward over the prompt caches for every (row, context) pair: the next-token log-probs after
-        each context (only the tokens the plans need) and the probability that a digit follows it."""
-        pairs = [(row, ctx) for row, plan in enumerate(plans) for ctx in plan.contexts]
+        """One extra forward over the prompt caches of ``rows`` for each of their contexts: the next-token log-probs
+        after each context (only the tokens the plans need) and the probability that a digit follows it."""
+        pairs = [(row, ctx) for row in rows for ctx in plans[row].contexts]
         if not pairs:
             return {}, {}
         from transformers import DynamicCache
 
-        rows = torch.tensor([r for r, _ in pairs], device=self.device)
+        index = torch.tensor([r for r, _ in pairs], device=self.device)
         width = max(len(c) for _, c in pairs)
         ids = torch.tensor([list(c) + [self.pad_id] * (width - len(c)) for _, c in pairs], device=self.device)
-        layers = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
+        layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in cache.layers]
         sub_cache = DynamicCache(ddp_cache_data=layers, config=self._config())
         ctx_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for _, c in pairs], device=self.device)
-        full_mask = torch.cat([mask.index_select(0, rows), ctx_mask.to(mask.dtype)], dim=1)
-        positions = last_pos.index_select(0, rows)[:, None] + 1 + torch.arange(width, device=self.device)[None]
+        full_mask = torch.cat([mask.index_select(0, index), ctx_mask.to(mask.dtype)], dim=1)
+        positions = last_pos.index_select(0, index)[:, None] + 1 + torch.arange(width, device=self.device)[None]
         logits, _ = self._forward(ids, full_mask, positions, sub_cache, keep=width)
         ends = torch.tensor([len(c) - 1 for _, c in pairs], device=self.device)
         picked = logits[torch.arange(len(pairs), device=self.device), ends]  # distribution after each context
@@ -438,13 +463,22 @@ class Engine:
         after: dict[int, dict[Context, dict[int, float]]] = {}
         cont: dict[int, dict[Context, float]] = {}
         for k, (row, ctx) in enumerate(pairs):
-            plan = plans[row]
-            wanted = {
-                seq[len(ctx)] for seq in plan.sequences.values() if len(seq) > len(ctx) and seq[: len(ctx)] == ctx
-            }
-            after.setdefault(row, {})[ctx] = {t: float(logp[k, t]) for t in wanted}
+            after.setdefault(row, {})[ctx] = {t: float(logp[k, t]) for t in _wanted(plans[row], ctx)}
             cont.setdefault(row, {})[ctx] = float(digit_mass[k])
         return after, cont
+
+
+def _chain(contexts: Sequence[Context]) -> Context | None:
+    """The longest context when every context is a prefix of it (``()`` when there are none), else None."""
+    if not contexts:
+        return ()
+    longest = max(contexts, key=len)
+    return longest if all(longest[: len(c)] == c for c in contexts) else None
+
+
+def _wanted(plan: OptionPlan, ctx: Context) -> set[int]:
+    """Tokens that continue ``ctx`` towards one of the plan's option numbers."""
+    return {seq[len(ctx)] for seq in plan.sequences.values() if len(seq) > len(ctx) and seq[: len(ctx)] == ctx}
 
 
 def _common_prefix(seqs: list[list[int]]) -> tuple[int, ...]:
