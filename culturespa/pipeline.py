@@ -41,7 +41,7 @@ QUESTION_SOURCES = ("generate", "pool", "both")
 # The settings that decide each stage's output (paths excluded: they are derived from the hashes).
 _KEYS: dict[str, tuple[str, ...]] = {
     "questions": ("model", "questions", "templates.question_generation", "seed"),
-    "filter": ("filter", "seed"),
+    "filter": ("filter",),  # filter.seed (default ${seed}) is resolved inside the node: pinning it shares the pool
     "answers": ("model", "decoding", "templates.answer", "answers", "seed"),
     "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures"),
     "train": ("model", "peft", "mode", "data", "sft", "trainer.precision", "templates.answer", "cultures", "seed"),

@@ -87,3 +87,17 @@ def test_stage_hash_ignores_paths_but_not_settings(make_cfg) -> None:  # noqa: A
         cfg.peft.r = 16
     assert stage_hash(cfg, "train", ["x"]) != base
     assert set(STAGES) >= {"questions", "train", "evaluate"}
+
+
+def test_seed_sweep_reuses_the_pinned_question_pool(make_cfg) -> None:  # noqa: ANN001
+    """A training-seed sweep with ``filter.seed`` pinned and logprob answers must share the filtered pool and the
+    answers (a changed filter hash would cascade into recomputing every answer file); sampled answers follow the seed."""
+    cfg = make_cfg("pipeline", [*TINY_SMOKE, "filter.seed=0", "decoding=logprob"])
+    other = make_cfg("pipeline", [*TINY_SMOKE, "filter.seed=0", "decoding=logprob", "seed=7"])
+    assert stage_hash(cfg, "filter") == stage_hash(other, "filter")
+    assert stage_hash(cfg, "answers", ["f"]) == stage_hash(other, "answers", ["f"])
+    assert stage_hash(cfg, "train", ["p"]) != stage_hash(other, "train", ["p"])
+    unpinned = make_cfg("pipeline", [*TINY_SMOKE, "seed=7"])
+    assert stage_hash(unpinned, "filter") != stage_hash(make_cfg("pipeline", TINY_SMOKE), "filter")
+    sampled = [make_cfg("pipeline", [*TINY_SMOKE, "decoding=sample", f"seed={s}"]) for s in (1, 2)]
+    assert stage_hash(sampled[0], "answers", ["f"]) != stage_hash(sampled[1], "answers", ["f"])
