@@ -416,11 +416,11 @@ class Engine:
         after: dict[int, dict[Context, dict[int, float]]] = {}
         cont: dict[int, dict[Context, float]] = {}
         first_col = []
-        for row, (plan, chain) in enumerate(zip(plans, chains, strict=True)):
-            start = keep - 1 - len(extra[row])  # column of the prompt's last token
+        for row, (plan, appended) in enumerate(zip(plans, extra, strict=True)):
+            start = keep - 1 - len(appended)  # column of the prompt's last token
             first_col.append(start)
-            for j in range(1, len(extra[row]) + 1):
-                ctx = extra[row][:j]
+            for j in range(1, len(appended) + 1):
+                ctx = appended[:j]
                 after.setdefault(row, {})[ctx] = {t: float(logp[row, start + j, t]) for t in _wanted(plan, ctx)}
                 cont.setdefault(row, {})[ctx] = float(digit_mass[row, start + j])
         unfolded = [row for row, chain in enumerate(chains) if chain is None]
