@@ -214,6 +214,21 @@ def test_stops_at_end_of_turn(engine: tuple[Engine, Any]) -> None:
     assert empty.text == "" and not empty.valid
 
 
+def test_option_list_replies_rejected_when_asked(
+    engine: tuple[Engine, Any], wvs: WVSData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decoding.reject_option_lists reaches the parser: an echoed option list is option 1 by default, invalid if set."""
+    eng, cfg = engine
+    monkeypatch.setattr(eng.tokenizer, "decode", lambda *a, **k: "1. Strongly agree\n2. Agree\n3.")
+    req = _requests(cfg, _questions(wvs, ["Q1"]), ["USA"])[0]
+    lenient = _collect(eng.answer([req], Decoding("greedy", max_new_tokens=2)))[req.key]
+    strict = _collect(eng.answer([req], Decoding("greedy", max_new_tokens=2, reject_option_lists=True)))[req.key]
+    assert (lenient.answer, lenient.valid) == (1, True)
+    assert (strict.answer, strict.valid) == (None, False) and strict.text == lenient.text
+    node = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "decoding" / "greedy.yaml"), {"reject_option_lists": True})
+    assert Decoding.from_config(node).reject_option_lists is True
+
+
 def test_decoding_config_and_errors(engine: tuple[Engine, Any]) -> None:
     for name in ("sample", "greedy", "logprob"):
         node = OmegaConf.load(REPO / "conf" / "decoding" / f"{name}.yaml")

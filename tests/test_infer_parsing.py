@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from culturespa.infer.parsing import parse_answer
+from culturespa.infer.parsing import is_option_list, parse_answer
 
 ONE_TO_FOUR = [1, 2, 3, 4]
 ZERO_TO_TEN = list(range(0, 11))
@@ -33,3 +33,20 @@ ONE_TO_TEN = list(range(1, 11))
 )
 def test_parse_answer(text: str, numbers: list[int], expected: int | None) -> None:
     assert parse_answer(text, numbers) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers", "listed"),
+    [
+        ("1. Strongly agree\n2. Somewhat agree\n3. Neither agree", [1, 2, 3, 4, 5], True),  # echoes the options
+        ("  1) Yes\n  2) No", [1, 2], True),
+        ("Option 0: never\nOption 1: sometimes", [0, 1, 2], True),  # 0-based numbering
+        ("3. Neither agree nor disagree", [1, 2, 3, 4, 5], False),  # one numbered choice
+        ("I choose 2.\n3 people agree", [1, 2, 3], False),  # no enumeration
+        ("1. Yes\n3. Maybe", [1, 2, 3], False),  # not consecutive
+        ("9. Nine\n10. Ten", [1, 2, 3, 4], False),  # not valid options
+    ],
+)
+def test_option_lists_are_detected(text: str, numbers: list[int], listed: bool) -> None:
+    assert is_option_list(text, numbers) is listed
+    assert parse_answer(text, numbers, reject_option_lists=True) == (None if listed else parse_answer(text, numbers))

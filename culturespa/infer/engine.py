@@ -54,6 +54,7 @@ class Decoding:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
+    reject_option_lists: bool = False  # a reply that enumerates the options is invalid (see parsing.py)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +75,7 @@ class Decoding:
             temperature=float(get("temperature", 1.0)),
             top_p=float(get("top_p", 1.0)),
             max_new_tokens=int(get("max_new_tokens", 16)),
+            reject_option_lists=bool(get("reject_option_lists", False)),
         )
 
 
@@ -196,7 +198,13 @@ class Engine:
                 reqs,
                 desc,
                 lambda batch: self._generate_batch(
-                    batch, greedy, decoding.temperature, decoding.top_p, decoding.max_new_tokens, seed
+                    batch,
+                    greedy,
+                    decoding.temperature,
+                    decoding.top_p,
+                    decoding.max_new_tokens,
+                    seed,
+                    decoding.reject_option_lists,
                 ),
             )
 
@@ -351,7 +359,14 @@ class Engine:
         return logits, full_mask, positions[:, -1], cache
 
     def _generate_batch(
-        self, batch: _Batch, greedy: bool, temperature: float, top_p: float, max_new_tokens: int, seed: int
+        self,
+        batch: _Batch,
+        greedy: bool,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        reject_option_lists: bool = False,
     ) -> list[Result]:
         logits, mask, last_pos, cache = self._prefill(batch)
         logits = logits[:, -1, :]
@@ -381,7 +396,7 @@ class Engine:
                 kept.append(t)
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             numbers = it.request.numbers
-            answer = parse_answer(text, numbers) if numbers is not None else None
+            answer = parse_answer(text, numbers, reject_option_lists) if numbers is not None else None
             valid = answer is not None if numbers is not None else bool(text.strip())
             results.append(Result(it.request.key, text, answer, valid, None, it.prompt))
         return results
