@@ -299,6 +299,7 @@ class Pipeline:
             "model": str(self.cfg.model.name),
             "average": {"base": base.get("average"), "culturespa": tuned.get("average")},
             "cultures": rows,
+            "references": {name: ref["average"] for name, ref in (base.get("references") or {}).items()},
             "files": {s.name: str(s.folder) for s in self.stages},
             "recomputed": [s.name for s in self.stages if s.ran],
         }
@@ -346,6 +347,9 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     delta = None if avg["base"] is None or avg["culturespa"] is None else avg["culturespa"] - avg["base"]
     table.add_row("average", _fmt(avg["base"]), _fmt(avg["culturespa"]), _fmt(delta), "")
     console.print(table)
+    if comparison.get("references"):
+        shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in comparison["references"].items())
+        console.print(f"references (same questions, prompt ignored): {shown}")
     console.print(f"comparison written to {comparison['comparison_file']}")
 
 
@@ -364,6 +368,7 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
         run.summary.update(
             {"average/base": comparison["average"]["base"], "average/culturespa": comparison["average"]["culturespa"]}
         )
+        run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
     finally:
         finish_run(run)
 

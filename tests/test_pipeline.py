@@ -51,6 +51,9 @@ def test_smoke_pipeline_runs_then_reuses_every_stage(make_cfg, tmp_path: Path) -
     assert first["average"]["base"] is not None and first["average"]["culturespa"] is not None
     comparison = json.loads(Path(first["comparison_file"]).read_text())
     assert comparison["average"] == first["average"]
+    refs = comparison["references"]
+    assert set(refs) == {"first_option", "middle_option", "uniform_random", "culture_blind"}
+    assert all(0 < v < 100 for v in refs.values())
     files = first["files"]
     assert (Path(files["filter-pool"]) / "filtered.jsonl").exists()
     assert (Path(files["answers"]) / "questions" / "filter.jsonl").exists()

@@ -32,7 +32,12 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
         table.add_row(code, _fmt(row["score"]), f"{row['valid']}/{row['total']}", _fmt(row["js_similarity"], 4))
     table.add_section()
     table.add_row("average", _fmt(results["average"]), "", _fmt(results.get("js_similarity_average"), 4))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    references = results.get("references")
+    if references:
+        shown = ", ".join(f"{name.replace('_', ' ')} {_fmt(ref['average'])}" for name, ref in references.items())
+        console.print(f"references (same questions, prompt ignored): {shown}")
 
 
 def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") -> None:
@@ -52,3 +57,5 @@ def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") ->
     run.log({f"{prefix}/cultures": cultures, f"{prefix}/topics": topics})
     run.summary[f"{prefix}/average"] = results["average"]
     run.summary[f"{prefix}/js_similarity_average"] = results.get("js_similarity_average")
+    for name, ref in (results.get("references") or {}).items():
+        run.summary[f"{prefix}/reference/{name}"] = ref["average"]

@@ -91,10 +91,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         setting["runs"] = effective_runs(cfg)
         answers = answer_with_model(cfg, wvs, questions, cultures, plan)
 
+    from culturespa.evaluate.references import reference_scores
     from culturespa.evaluate.report import log_results, print_table, write_results
     from culturespa.evaluate.scoring import relation_matrix, score_all
 
     results = score_all(answers, questions, wvs, cultures)
+    results["references"] = reference_scores(wvs, questions, cultures)
     results["setting"] = setting
     for code in results["unscored"]:
         log.warning("%s: no valid answer to any question with survey answers; score reported as null", code)
@@ -105,6 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "average": results["average"],
         "js_similarity_average": results["js_similarity_average"],
         "scores": {c: r["score"] for c, r in results["cultures"].items()},
+        "references": {name: ref["average"] for name, ref in results["references"].items()},
     }
     run = start_run(cfg, "evaluate")
     try:

@@ -103,6 +103,7 @@ def summarise(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "runs": [c["_file"] for c in comparisons],
         "cultures": rows,
         "average": average,
+        "references": first.get("references") or {},  # prompt-free strategies: the same for every run
     }
 
 
@@ -128,6 +129,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
     lines += [row(code, block) for code, block in summary["cultures"].items()]
     lines.append(row("**average**", summary["average"]))
+    if summary.get("references"):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in summary["references"].items() if v is not None)
+        lines += ["", f"Reference scores on the same questions (average; the prompt is ignored): {shown}."]
     return "\n".join(lines)
 
 

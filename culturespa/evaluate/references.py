@@ -1,0 +1,57 @@
+"""Reference scores that put an alignment score in context: what answer strategies that ignore the prompt get on
+the same questions and cultures.
+
+The paper's score has no zero point a reader can feel: a model that always picks the first option, or picks at random,
+still scores 35–50 on the WVS. A model's score means something only next to these:
+
+* ``first_option`` / ``middle_option``: always that option (a model stuck on "1" scores about ``first_option``);
+* ``uniform_random``: a uniformly random option, averaged over ``draws`` seeded draws;
+* ``culture_blind``: per question, the option with the highest mean survey share over the evaluated cultures — the
+  best a model can do with the same answer for every culture, using survey knowledge (not a bound, but a high bar).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from culturespa.data.questions import Question
+from culturespa.data.survey import WVSData
+from culturespa.evaluate.metrics import alignment_score, mean_or_none
+
+Strategy = Callable[[Question], int]
+
+
+def _culture_blind(wvs: WVSData, cultures: Sequence[str]) -> Strategy:
+    def pick(q: Question) -> int:
+        mean = {n: sum(wvs.answer_shares(c, q.id).get(n, 0.0) for c in cultures) for n in q.numbers}
+        return max(q.numbers, key=lambda n: (mean[n], -n))
+
+    return pick
+
+
+def _score(wvs: WVSData, questions: Sequence[Question], culture: str, pick: Strategy) -> float | None:
+    scored = [(q, wvs.majority_answer(culture, q.id)) for q in questions]
+    scored = [(q, g) for q, g in scored if g is not None]
+    return alignment_score([pick(q) for q, _ in scored], [g for _, g in scored], [q.n_options for q, _ in scored])
+
+
+def reference_scores(
+    wvs: WVSData, questions: Sequence[Question], cultures: Sequence[str], draws: int = 20, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """``{strategy: {"average": score, "cultures": {code: score}}}``, scored exactly like a model's answers."""
+    rng = random.Random(seed)
+    strategies: dict[str, Callable[[str], float | None]] = {
+        "first_option": lambda c: _score(wvs, questions, c, lambda q: q.numbers[0]),
+        "middle_option": lambda c: _score(wvs, questions, c, lambda q: q.numbers[len(q.numbers) // 2]),
+        "uniform_random": lambda c: mean_or_none(
+            _score(wvs, questions, c, lambda q: rng.choice(q.numbers)) for _ in range(draws)
+        ),
+        "culture_blind": lambda c: _score(wvs, questions, c, _culture_blind(wvs, cultures)),
+    }
+    out = {}
+    for name, score in strategies.items():
+        per_culture = {c: score(c) for c in cultures}
+        out[name] = {"average": mean_or_none(per_culture.values()), "cultures": per_culture}
+    return out
