@@ -160,7 +160,7 @@ def test_left_padding_mixed_lengths(engine: tuple[Engine, Any], wvs: WVSData) ->
     short = Request("short", [{"role": "user", "content": "Pick 1 or 2."}], [1, 2])
     long_q = wvs.questions["Q48"]
     long = _requests(cfg, [long_q], ["USA"])[0]
-    eng.prefix_cache, eng.sort_by_length, eng.batch_size = False, False, 2
+    eng.prefix_cache, eng.sort_by_length, eng.batch_size, eng.max_padding = False, False, 2, None
     ids = [eng.tokenizer(eng.render(r.messages), add_special_tokens=False)["input_ids"] for r in (short, long)]
     assert len(ids[1]) > 3 * len(ids[0])
     together = _collect(eng.answer([short, long], Decoding("logprob")))
@@ -168,6 +168,29 @@ def test_left_padding_mixed_lengths(engine: tuple[Engine, Any], wvs: WVSData) ->
         alone = _collect(eng.answer([r], Decoding("logprob")))[r.key]
         for n, p in alone.distribution.items():  # type: ignore[union-attr]
             assert together[r.key].distribution[n] == pytest.approx(p, rel=1e-4)  # type: ignore[index]
+
+
+def test_batches_bound_padding(engine: tuple[Engine, Any]) -> None:
+    """max_padding closes a batch before its pad tokens exceed that share of its real tokens; batch_size caps rows;
+    every request lands in exactly one batch; null gives fixed-size batches."""
+    from culturespa.infer.engine import _Item
+
+    eng, _ = engine
+    lengths = [5, 5, 6, 6, 6, 7, 12, 13, 13, 30, 31, 90, 8, 8, 8, 8]
+    items = [_Item(i, Request(str(i), [{"role": "user", "content": "x"}]), "", [1] * n) for i, n in enumerate(lengths)]
+    eng.batch_size, eng.max_padding = 4, 0.1
+    batches = list(eng._chunks(items, prefix_len=2))
+    assert sorted(it.index for b in batches for it in b) == list(range(len(items)))
+    for b in batches:
+        own = [len(it.ids) - 2 for it in b]
+        assert len(b) <= 4 and (len(b) == 1 or len(b) * max(own) <= 1.1 * sum(own)), own
+    # own lengths 3, 3, then 4: padding 1 + 1 = 2 > 10 % of 10 closes the batch; 4, 4, 4 then 5 (3 pads > 1.7)
+    assert [[len(it.ids) for it in b] for b in batches[:2]] == [[5, 5], [6, 6, 6]]
+    assert [len(b) for b in eng._chunks(items, prefix_len=2, tight=False)] == [4, 4, 4, 4]  # generation: full
+    eng.max_padding = None
+    assert [len(b) for b in eng._chunks(items, prefix_len=2)] == [4, 4, 4, 4]
+    with pytest.raises(CultureSPAError, match="engine.max_padding"):
+        Engine(eng.model, eng.tokenizer, max_padding=-1)
 
 
 def test_generate_free_text(engine: tuple[Engine, Any]) -> None:

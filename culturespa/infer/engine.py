@@ -107,9 +107,12 @@ class Engine:
         sort_by_length: bool = True,
         prefix_cache: bool = True,
         device: str = "auto",
+        max_padding: float | None = 0.1,
     ) -> None:
         if batch_size < 1:
             raise CultureSPAError(f"engine.batch_size: {batch_size} must be >= 1")
+        if max_padding is not None and not max_padding >= 0:
+            raise CultureSPAError(f"engine.max_padding: {max_padding} must be >= 0 (or null for fixed-size batches)")
         if getattr(tokenizer, "chat_template", None) is None:
             raise CultureSPAError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')}: it has no chat template")
         self.model = model
@@ -117,6 +120,7 @@ class Engine:
         self.batch_size = int(batch_size)
         self.sort_by_length = bool(sort_by_length)
         self.prefix_cache = bool(prefix_cache)
+        self.max_padding = None if max_padding is None else float(max_padding)
         self.device = self._place(model, device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
@@ -147,6 +151,7 @@ class Engine:
             sort_by_length=bool(eng.get("sort_by_length", True)),
             prefix_cache=bool(eng.get("prefix_cache", True)),
             device=str(eng.get("device", "auto")),
+            max_padding=eng.get("max_padding", 0.1),
         )
 
     @staticmethod
@@ -192,7 +197,7 @@ class Engine:
             if decoding.mode == "logprob" and r.numbers is None:
                 raise CultureSPAError(f"request {r.key}: logprob mode needs option numbers")
         if decoding.mode == "logprob":
-            yield from self._run(reqs, desc, lambda batch: self._score_batch(batch))
+            yield from self._run(reqs, desc, lambda batch: self._score_batch(batch), tight=True)
         else:
             greedy = decoding.mode == "greedy"
             yield from self._run(
@@ -250,9 +255,11 @@ class Engine:
             items.append(_Item(i, r, prompt, list(ids)))
         return items
 
-    def _plan(self, items: list[_Item]) -> list[_Batch]:
+    def _plan(self, items: list[_Item], tight: bool = False) -> list[_Batch]:
         """Batches, grouped by shared context (all messages but the last) so a group's common prefix is computed
-        once; within a group (and in the pool of ungrouped requests) sorted by length to waste less padding."""
+        once; within a group (and in the pool of ungrouped requests) sorted by length to waste less padding.
+        ``tight`` (prefill-only work: logprob scoring) also bounds padding by ``max_padding``; generation keeps full
+        batches, since every extra batch repeats all its decode steps."""
         groups: dict[str, list[_Item]] = {}
         if self.prefix_cache:
             for it in items:
@@ -266,16 +273,37 @@ class Engine:
             if len(prefix) < MIN_PREFIX_TOKENS:
                 pool.extend(members)
                 continue
-            batches.extend(_Batch(chunk, prefix) for chunk in self._chunks(members))
-        batches.extend(_Batch(chunk, ()) for chunk in self._chunks(pool))
+            batches.extend(_Batch(chunk, prefix) for chunk in self._chunks(members, len(prefix), tight))
+        batches.extend(_Batch(chunk, ()) for chunk in self._chunks(pool, 0, tight))
         return batches
 
-    def _chunks(self, members: list[_Item]) -> Iterator[list[_Item]]:
+    def _chunks(self, members: list[_Item], prefix_len: int, tight: bool = True) -> Iterator[list[_Item]]:
+        """At most ``batch_size`` rows; with ``max_padding`` a batch also closes before its pad tokens would exceed
+        that share of its real tokens (the prefix is shared, not padded). Padding is pure waste in matmuls and
+        attention: 32 WVS prompts of one culture in one batch are ~86 % padding, which costs more than the smaller
+        matmuls of tighter batches (docs/benchmarks.md)."""
         ordered = sorted(members, key=lambda m: (len(m.ids), m.index)) if self.sort_by_length else members
-        for start in range(0, len(ordered), self.batch_size):
-            yield ordered[start : start + self.batch_size]
+        batch: list[_Item] = []
+        real = width = 0
+        for item in ordered:
+            length = len(item.ids) - prefix_len
+            wider = max(width, length)
+            too_padded = (
+                tight
+                and self.max_padding is not None
+                and batch
+                and (len(batch) + 1) * wider > (1 + self.max_padding) * (real + length)
+            )
+            if len(batch) == self.batch_size or too_padded:
+                yield batch
+                batch, real, wider = [], 0, length
+            batch.append(item)
+            real += length
+            width = wider
+        if batch:
+            yield batch
 
-    def _run(self, reqs: list[Request], desc: str | None, work: Any) -> Iterator[list[Result]]:
+    def _run(self, reqs: list[Request], desc: str | None, work: Any, tight: bool = False) -> Iterator[list[Result]]:
         from tqdm.auto import tqdm
 
         if not reqs:
@@ -283,7 +311,7 @@ class Engine:
         items = self._prepare(reqs)
         self._prefix_kv = None
         with tqdm(total=len(items), desc=desc or "infer", unit="req", disable=None if desc is None else False) as bar:
-            for batch in self._plan(items):
+            for batch in self._plan(items, tight):
                 with torch.inference_mode():
                     results = work(batch)
                 bar.update(len(results))
