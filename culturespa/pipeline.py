@@ -348,8 +348,9 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     table.add_row("average", _fmt(avg["base"]), _fmt(avg["culturespa"]), _fmt(delta), "")
     console.print(table)
     if comparison.get("references"):
-        shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in comparison["references"].items())
-        console.print(f"references (same questions, prompt ignored): {shown}")
+        from culturespa.evaluate.references import describe
+
+        console.print(describe(comparison["references"]))
     console.print(f"comparison written to {comparison['comparison_file']}")
 
 

@@ -23,3 +23,10 @@ def test_reference_scores_match_direct_scoring(wvs: WVSData) -> None:
     assert reference_scores(wvs, questions, ["USA"], draws=1)["culture_blind"]["average"] == pytest.approx(100.0)
     assert 0 < refs["uniform_random"]["average"] < refs["culture_blind"]["average"] < 100
     assert reference_scores(wvs, questions, ["USA", "CHN"], draws=5) == refs  # seeded
+
+
+def test_describe_names_each_strategy() -> None:
+    from culturespa.evaluate.references import describe
+
+    line = describe({"first_option": 38.281, "uniform_random": 46.0, "culture_blind": None})
+    assert line == "references (same questions, prompt ignored): first option 38.28, uniform random 46.00"

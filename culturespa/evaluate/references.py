@@ -13,7 +13,7 @@ still scores 35–50 on the WVS. A model's score means something only next to th
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from culturespa.data.questions import Question
@@ -23,12 +23,13 @@ from culturespa.evaluate.metrics import alignment_score, mean_or_none
 Strategy = Callable[[Question], int]
 
 
-def _culture_blind(wvs: WVSData, cultures: Sequence[str]) -> Strategy:
-    def pick(q: Question) -> int:
-        mean = {n: sum(wvs.answer_shares(c, q.id).get(n, 0.0) for c in cultures) for n in q.numbers}
-        return max(q.numbers, key=lambda n: (mean[n], -n))
-
-    return pick
+def _culture_blind(wvs: WVSData, questions: Sequence[Question], cultures: Sequence[str]) -> Strategy:
+    """Per question, the option with the highest summed survey share over ``cultures`` (computed once)."""
+    picks = {}
+    for q in questions:
+        total = {n: sum(wvs.answer_shares(c, q.id).get(n, 0.0) for c in cultures) for n in q.numbers}
+        picks[q.id] = max(q.numbers, key=lambda n: (total[n], -n))
+    return lambda q: picks[q.id]
 
 
 def _score(wvs: WVSData, questions: Sequence[Question], culture: str, pick: Strategy) -> float | None:
@@ -42,16 +43,23 @@ def reference_scores(
 ) -> dict[str, dict[str, Any]]:
     """``{strategy: {"average": score, "cultures": {code: score}}}``, scored exactly like a model's answers."""
     rng = random.Random(seed)
+    blind = _culture_blind(wvs, questions, cultures)
     strategies: dict[str, Callable[[str], float | None]] = {
         "first_option": lambda c: _score(wvs, questions, c, lambda q: q.numbers[0]),
         "middle_option": lambda c: _score(wvs, questions, c, lambda q: q.numbers[len(q.numbers) // 2]),
         "uniform_random": lambda c: mean_or_none(
             _score(wvs, questions, c, lambda q: rng.choice(q.numbers)) for _ in range(draws)
         ),
-        "culture_blind": lambda c: _score(wvs, questions, c, _culture_blind(wvs, cultures)),
+        "culture_blind": lambda c: _score(wvs, questions, c, blind),
     }
     out = {}
     for name, score in strategies.items():
         per_culture = {c: score(c) for c in cultures}
         out[name] = {"average": mean_or_none(per_culture.values()), "cultures": per_culture}
     return out
+
+
+def describe(averages: Mapping[str, float | None]) -> str:
+    """One line for reports: ``references (same questions, prompt ignored): first option 38.28, …``."""
+    shown = ", ".join(f"{name.replace('_', ' ')} {v:.2f}" for name, v in averages.items() if v is not None)
+    return f"references (same questions, prompt ignored): {shown}"

@@ -34,10 +34,10 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
     table.add_row("average", _fmt(results["average"]), "", _fmt(results.get("js_similarity_average"), 4))
     console = Console()
     console.print(table)
-    references = results.get("references")
-    if references:
-        shown = ", ".join(f"{name.replace('_', ' ')} {_fmt(ref['average'])}" for name, ref in references.items())
-        console.print(f"references (same questions, prompt ignored): {shown}")
+    if results.get("references"):
+        from culturespa.evaluate.references import describe
+
+        console.print(describe({name: ref["average"] for name, ref in results["references"].items()}))
 
 
 def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") -> None:

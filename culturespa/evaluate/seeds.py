@@ -20,6 +20,7 @@ from typing import Any
 
 from culturespa.data.jsonl import write_json, write_text
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.references import describe
 
 COMPARISON_FILE = "comparison.json"
 
@@ -130,8 +131,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += [row(code, block) for code, block in summary["cultures"].items()]
     lines.append(row("**average**", summary["average"]))
     if summary.get("references"):
-        shown = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in summary["references"].items() if v is not None)
-        lines += ["", f"Reference scores on the same questions (average; the prompt is ignored): {shown}."]
+        lines += ["", describe(summary["references"])]
     return "\n".join(lines)
 
 

@@ -138,10 +138,14 @@ def floor_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
     return total, total - shared
 
 
-def padded_tokens(engine: Any, requests: Sequence[Any]) -> int:
-    """Tokens the engine's batches actually run (rows × widest suffix), padding included."""
+def padded_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
+    """(tokens the engine's logprob passes run — each shared prefix once, then rows × widest suffix per batch,
+    padding included —, batches); comparable with the second value of :func:`floor_tokens`."""
     batches = engine._plan(engine._prepare(requests), tight=True)
-    return sum(len(b.items) * max(len(it.ids) - len(b.prefix) for it in b.items) for b in batches)
+    prefixes = sum(len(p) for p in {b.prefix for b in batches})
+    return prefixes + sum(len(b.items) * max(len(it.ids) - len(b.prefix) for it in b.items) for b in batches), len(
+        batches
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -169,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     requests = build_prompts(cfg, args.questions, args.cultures)
     total_tokens, own_tokens = floor_tokens(engine, requests)
-    run_tokens = padded_tokens(engine, requests)
+    run_tokens, n_batches = padded_tokens(engine, requests)
     out: dict[str, Any] = {
         "prompts": len(requests),
         "params": params,
@@ -185,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"  prompt tokens: {total_tokens} in all, {own_tokens} outside shared prefixes, {run_tokens} run in "
-        f"{len(engine._plan(engine._prepare(requests), tight=True))} logprob batches "
+        f"{n_batches} logprob batches "
         f"({run_tokens / own_tokens - 1:.0%} padding)"
     )
 
@@ -205,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ("logprob-bf16", Decoding("logprob"), torch.bfloat16),
     ]
     for name, decoding, dtype in modes:
-        if model.dtype != dtype:  # a model loaded in that dtype, as `model.dtype=bfloat16` gives (not converted
-            # in place: converted in place it measured 13.1 prompts/s here, loaded in bf16 15.5)
+        if model.dtype != dtype:  # load it in that dtype, as a user's `model.dtype=bfloat16` does
             del model, engine.model
             bf16 = compose(
                 "generate",

@@ -277,10 +277,10 @@ class Engine:
         batches.extend(_Batch(chunk, ()) for chunk in self._chunks(pool, 0, tight))
         return batches
 
-    def _chunks(self, members: list[_Item], prefix_len: int, tight: bool = True) -> Iterator[list[_Item]]:
+    def _chunks(self, members: list[_Item], prefix_len: int, tight: bool) -> Iterator[list[_Item]]:
         """At most ``batch_size`` rows; with ``max_padding`` a batch also closes before its pad tokens would exceed
         that share of its real tokens (the prefix is shared, not padded). Padding is pure waste in matmuls and
-        attention: 32 WVS prompts of one culture in one batch are ~86 % padding, which costs more than the smaller
+        attention: 32 WVS prompts of one culture in one batch add ~84 % padding, which costs more than the smaller
         matmuls of tighter batches (docs/benchmarks.md)."""
         ordered = sorted(members, key=lambda m: (len(m.ids), m.index)) if self.sort_by_length else members
         batch: list[_Item] = []
@@ -384,7 +384,8 @@ class Engine:
 
             cache = DynamicCache(config=self._config())
             full_mask = suffix_mask
-        logits, cache = self._forward(input_ids, full_mask, positions, cache, keep=min(keep, width))
+        logits, cache = self._forward(input_ids, full_mask, positions, cache, keep=keep)  # keep <= width: each row
+        # holds >= 1 prompt token after its extra tokens
         return logits, full_mask, positions[:, -1], cache
 
     def _generate_batch(
