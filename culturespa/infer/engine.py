@@ -3,7 +3,7 @@
 Why it is fast: prompts are rendered with the tokenizer's chat template, grouped by their shared system/instruction
 prefix, sorted by length within a group and left-padded into batches; the KV cache of a group's common token prefix
 is computed once and reused by every batch of the group; only the last position's logits are computed during
-prefill. ``logprob`` mode needs no generation at all: one forward pass gives the next-token distribution; for
+prefill; on CPU, fp32 linear weights are prepacked for oneDNN once (``prepack.py``). ``logprob`` mode needs no generation at all: one forward pass gives the next-token distribution; for
 questions whose option numbers share digits ("1" vs "10"; see ``scoring.py``) the digit is appended to the prompt in
 the same pass, and only numbers whose prefixes branch ("1" and "2" on a 1..21 scale) need a short second pass.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from culturespa.errors import CultureSPAError
 from culturespa.infer import sampling
 from culturespa.infer.parsing import parse_answer
+from culturespa.infer.prepack import LinearPacker
 from culturespa.infer.scoring import Context, OptionPlan, continuation_ids, digit_token_ids, normalise
 
 MODES = ("sample", "greedy", "logprob")
@@ -108,6 +110,7 @@ class Engine:
         prefix_cache: bool = True,
         device: str = "auto",
         max_padding: float | None = 0.1,
+        prepack: bool = True,
     ) -> None:
         if batch_size < 1:
             raise CultureSPAError(f"engine.batch_size: {batch_size} must be >= 1")
@@ -121,6 +124,8 @@ class Engine:
         self.sort_by_length = bool(sort_by_length)
         self.prefix_cache = bool(prefix_cache)
         self.max_padding = None if max_padding is None else float(max_padding)
+        self.prepack = bool(prepack)
+        self._packer: LinearPacker | None = None
         self.device = self._place(model, device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
@@ -152,6 +157,7 @@ class Engine:
             prefix_cache=bool(eng.get("prefix_cache", True)),
             device=str(eng.get("device", "auto")),
             max_padding=eng.get("max_padding", 0.1),
+            prepack=bool(eng.get("prepack", True)),
         )
 
     @staticmethod
@@ -310,13 +316,24 @@ class Engine:
             return
         items = self._prepare(reqs)
         self._prefix_kv = None
-        with tqdm(total=len(items), desc=desc or "infer", unit="req", disable=None if desc is None else False) as bar:
+        with (
+            self._packing(),
+            tqdm(total=len(items), desc=desc or "infer", unit="req", disable=None if desc is None else False) as bar,
+        ):
             for batch in self._plan(items, tight):
                 with torch.inference_mode():
                     results = work(batch)
                 bar.update(len(results))
                 yield results
         self._prefix_kv = None
+
+    def _packing(self) -> AbstractContextManager[int]:
+        """Prepacked fp32 CPU linear weights for the duration of a run (``engine.prepack``; see prepack.py)."""
+        if not self.prepack:
+            return nullcontext(0)
+        if self._packer is None or self._packer.model is not self.model:
+            self._packer = LinearPacker(self.model)
+        return self._packer.active()
 
     # ---- forward passes -------------------------------------------------------------------------------------------
     def _forward(
