@@ -1,0 +1,31 @@
+"""`make bench`'s inference benchmark runs end to end (here on the tiny random model) and its figures hang together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from culturespa.infer import bench
+
+
+def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = bench.main(
+        ["--model", "tiny_random", "--questions", "3", "--cultures", "USA", "CHN", "--paper-prompts", "2",
+         "--rounds", "1", "--gen-tokens", "3", "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert out["prompts"] == 6 and out["paper"]["prompts"] == 2 and len(out["paper"]["rounds_prompts_per_s"]) == 2
+    # the shared system/instruction prefix is computed once per culture; padding only adds tokens
+    assert out["non_prefix_tokens"] < out["prompt_tokens"] and out["batched_tokens"] >= out["non_prefix_tokens"]
+    for mode in ("sample", "greedy", "logprob", "logprob-bf16"):
+        entry = out[mode]
+        assert entry["prompts_per_s"] == pytest.approx(6 / entry["seconds"])
+        assert entry["speedup_vs_paper"] == pytest.approx(entry["prompts_per_s"] / out["paper"]["prompts_per_s"])
+        assert 0 <= entry["valid"] <= 1
+    for mode in ("logprob", "logprob-bf16"):
+        assert out[mode]["valid"] == 1.0  # logprob always picks a valid option
+        assert out[mode]["floor_s"] > 0 and out[mode]["vs_floor"] == pytest.approx(
+            out[mode]["seconds"] / out[mode]["floor_s"]
+        )
+    printed = capsys.readouterr().out
+    assert "paper loop" in printed and "vs paper loop" in printed and "floor" in printed
