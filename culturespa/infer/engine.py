@@ -3,9 +3,10 @@
 Why it is fast: prompts are rendered with the tokenizer's chat template, grouped by their shared system/instruction
 prefix, sorted by length within a group and left-padded into batches; the KV cache of a group's common token prefix
 is computed once and reused by every batch of the group; only the last position's logits are computed during
-prefill; on CPU, fp32 linear weights are prepacked for oneDNN once (``prepack.py``). ``logprob`` mode needs no generation at all: one forward pass gives the next-token distribution; for
-questions whose option numbers share digits ("1" vs "10"; see ``scoring.py``) the digit is appended to the prompt in
-the same pass, and only numbers whose prefixes branch ("1" and "2" on a 1..21 scale) need a short second pass.
+prefill; on CPU, fp32 linear weights are prepacked for oneDNN once (``prepack.py``). ``logprob`` mode needs no
+generation at all: one forward pass gives the next-token distribution; for questions whose option numbers share
+digits ("1" vs "10"; see ``scoring.py``) the digit is appended to the prompt in the same pass, and only numbers whose
+prefixes branch ("1" and "2" on a 1..21 scale) need a short second pass.
 
 Why results do not depend on batching: padding is masked out, position ids count real tokens only, a shared prefix
 is computed exactly as the same tokens would be at the start of a single prompt, and sampling draws from a generator
