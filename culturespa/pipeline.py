@@ -278,6 +278,8 @@ class Pipeline:
         return self._report(base.folder / "alignment.json", tuned.folder / "alignment.json")
 
     def _report(self, base_file: Path, tuned_file: Path) -> dict[str, Any]:
+        from culturespa.evaluate.references import averages
+
         base = json.loads(base_file.read_text())
         tuned = json.loads(tuned_file.read_text())
         rows = []
@@ -299,7 +301,7 @@ class Pipeline:
             "model": str(self.cfg.model.name),
             "average": {"base": base.get("average"), "culturespa": tuned.get("average")},
             "cultures": rows,
-            "references": {name: ref["average"] for name, ref in (base.get("references") or {}).items()},
+            "references": averages(base.get("references")),
             "files": {s.name: str(s.folder) for s in self.stages},
             "recomputed": [s.name for s in self.stages if s.ran],
         }

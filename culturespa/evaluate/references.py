@@ -59,6 +59,11 @@ def reference_scores(
     return out
 
 
+def averages(references: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float | None]:
+    """``{strategy: average}`` of :func:`reference_scores`' output (what summaries, reports and W&B show)."""
+    return {name: ref["average"] for name, ref in (references or {}).items()}
+
+
 def describe(averages: Mapping[str, float | None]) -> str:
     """One line for reports: ``references (same questions, prompt ignored): first option 38.28, …``."""
     shown = ", ".join(f"{name.replace('_', ' ')} {v:.2f}" for name, v in averages.items() if v is not None)

@@ -35,9 +35,9 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
     console = Console()
     console.print(table)
     if results.get("references"):
-        from culturespa.evaluate.references import describe
+        from culturespa.evaluate.references import averages, describe
 
-        console.print(describe({name: ref["average"] for name, ref in results["references"].items()}))
+        console.print(describe(averages(results["references"])))
 
 
 def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") -> None:
@@ -57,5 +57,7 @@ def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") ->
     run.log({f"{prefix}/cultures": cultures, f"{prefix}/topics": topics})
     run.summary[f"{prefix}/average"] = results["average"]
     run.summary[f"{prefix}/js_similarity_average"] = results.get("js_similarity_average")
-    for name, ref in (results.get("references") or {}).items():
-        run.summary[f"{prefix}/reference/{name}"] = ref["average"]
+    from culturespa.evaluate.references import averages
+
+    for name, average in averages(results.get("references")).items():
+        run.summary[f"{prefix}/reference/{name}"] = average

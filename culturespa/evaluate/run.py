@@ -91,7 +91,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         setting["runs"] = effective_runs(cfg)
         answers = answer_with_model(cfg, wvs, questions, cultures, plan)
 
-    from culturespa.evaluate.references import reference_scores
+    from culturespa.evaluate.references import averages, reference_scores
     from culturespa.evaluate.report import log_results, print_table, write_results
     from culturespa.evaluate.scoring import relation_matrix, score_all
 
@@ -107,7 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "average": results["average"],
         "js_similarity_average": results["js_similarity_average"],
         "scores": {c: r["score"] for c, r in results["cultures"].items()},
-        "references": {name: ref["average"] for name, ref in results["references"].items()},
+        "references": averages(results["references"]),
     }
     run = start_run(cfg, "evaluate")
     try:

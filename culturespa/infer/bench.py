@@ -126,29 +126,20 @@ def run_engine(engine: Any, requests: Sequence[Any], decoding: Any, rounds: int 
     return best[0], best[1], sum(r.valid for r in results) / len(results)
 
 
-def floor_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
-    """(all prompt tokens, prompt tokens outside the shared prefixes the engine computes once per group)."""
-    items = engine._prepare(requests)
-    total = sum(len(it.ids) for it in items)
-    prefixes: dict[tuple[int, ...], int] = {}
-    for batch in engine._plan(items):
-        if batch.prefix:
-            prefixes[batch.prefix] = len(batch.prefix)
-    shared = 0
-    for prefix, length in prefixes.items():
-        members = sum(1 for it in items if tuple(it.ids[:length]) == prefix)
-        shared += length * (members - 1)
-    return total, total - shared
-
-
-def padded_tokens(engine: Any, requests: Sequence[Any]) -> tuple[int, int]:
-    """(tokens the engine's logprob passes run — each shared prefix once, then rows × widest suffix per batch,
-    padding included —, batches); comparable with the second value of :func:`floor_tokens`."""
+def token_counts(engine: Any, requests: Sequence[Any]) -> tuple[int, int, int, int]:
+    """From the engine's own logprob plan: (all prompt tokens; tokens outside the shared prefixes, each prefix counted
+    once per group — the floor's count; tokens the passes run, i.e. each prefix once plus rows × widest suffix per
+    batch, padding included; number of batches)."""
     batches = engine._plan(engine._prepare(requests), tight=True)
-    prefixes = sum(len(p) for p in {b.prefix for b in batches})
-    return prefixes + sum(len(b.items) * max(len(it.ids) - len(b.prefix) for it in b.items) for b in batches), len(
-        batches
+    total = sum(len(it.ids) for b in batches for it in b.items)
+    members: dict[tuple[int, ...], int] = {}
+    for b in batches:
+        members[b.prefix] = members.get(b.prefix, 0) + len(b.items)
+    shared = sum(len(prefix) * (count - 1) for prefix, count in members.items() if prefix)
+    run = sum(len(p) for p in members) + sum(
+        len(b.items) * max(len(it.ids) - len(b.prefix) for it in b.items) for b in batches
     )
+    return total, total - shared, run, len(batches)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -182,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     requests = build_prompts(cfg, args.questions, args.cultures)
     paper_requests = list(requests[:: max(1, len(requests) // args.paper_prompts)][: args.paper_prompts])
-    total_tokens, own_tokens = floor_tokens(engine, requests)
-    run_tokens, n_batches = padded_tokens(engine, requests)
+    total_tokens, own_tokens, run_tokens, n_batches = token_counts(engine, requests)
     out: dict[str, Any] = {
         "model": args.model,
         "prompts": len(requests),
