@@ -79,11 +79,15 @@ class WVSData:
         return self.shares[culture].get(q_id, {})
 
     def majority_answer(self, culture: str, q_id: str) -> int | None:
-        """The option most respondents of ``culture`` chose, or None when it has no answers for ``q_id``."""
+        """The option most respondents of ``culture`` chose, or None when it has no answers for ``q_id``.
+
+        A tie goes to the option listed first in the shares file (its stored order, which ``json`` keeps), as the
+        paper's scoring does: it takes each question's first key, and the file lists options largest share first.
+        """
         shares = self.answer_shares(culture, q_id)
         if not shares:
             return None
-        return max(shares.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+        return max(shares.items(), key=lambda kv: kv[1])[0]  # max keeps the first of equal keys
 
     def answered_questions(self, culture: str) -> list[Question]:
         """Evaluation questions for which ``culture`` has answers."""
