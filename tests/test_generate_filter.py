@@ -293,7 +293,8 @@ def test_filter_stage_end_to_end(make_cfg, tmp_path: Path) -> None:
     out = tmp_path / "work" / "filtered.jsonl"
     old = out.with_name("old")
     cfg = make_cfg(
-        "generate", ["stage=filter", f"filter.input={tmp_path / 'pool'}", f"filter.output={out}", "logger=csv"]
+        "generate",
+        ["stage=filter", "filter=strict", f"filter.input={tmp_path / 'pool'}", f"filter.output={out}", "logger=csv"],
     )
     summary = generate(cfg)
     assert summary["kept"] == 2 and summary["n_input"] == 4

@@ -1,6 +1,10 @@
 """Stage ``filter``: clean a question pool (ours, or the paper's 13,000) before anyone answers it.
 
-Order, each question counted under the first rule that removes it: the per-question format rules of
+``filter.rules`` picks the rule set: ``paper`` (the default, ``conf/filter/paper.yaml``) runs the paper notebook's
+steps (``paper_filter``) and reports the count after each; ``strict`` (``conf/filter/strict.yaml``) runs the rules
+below, which also drop non-substantive options, duplicate options and case/whitespace-folded duplicates.
+
+Strict order, each question counted under the first rule that removes it: the per-question format rules of
 ``options.format_question`` (too few options, non-substantive option, unexplained bare numbers, unconvertible scale,
 duplicate options), then exact duplicates of a WVS seed question, then exact duplicates of an earlier kept question
 (case and whitespace folded, on the original text so a rewritten scale question still matches its twin), then
@@ -14,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.jsonl import write_json, write_jsonl
 from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
+from culturespa.data.survey import QUESTIONS_FILE, WVSData, default_data_dir, read_json
 from culturespa.errors import CultureSPAError
 from culturespa.generate.options import RULES, format_question
+from culturespa.generate.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
+from culturespa.generate.paper_filter import table as steps_table
 from culturespa.generate.pool import load_questions
 from culturespa.generate.track import stage_run
 
@@ -47,6 +53,18 @@ def resolve_input(cfg: DictConfig) -> str:
 
 def normalise(text: str) -> str:
     return " ".join(text.casefold().split())
+
+
+def limit_topics(questions: list[Question], limit: int, seed: int) -> list[Question]:
+    """At most ``limit`` questions per topic, a seeded sample, input order kept."""
+    rng = random.Random(seed)
+    by_topic: dict[Any, list[int]] = defaultdict(list)
+    for index, q in enumerate(questions):
+        by_topic[q.topic].append(index)
+    chosen: set[int] = set()
+    for indices in by_topic.values():
+        chosen.update(rng.sample(indices, min(limit, len(indices))))
+    return [q for i, q in enumerate(questions) if i in chosen]
 
 
 def filter_questions(
@@ -114,15 +132,9 @@ def filter_questions(
 
     final = [kept for kept, _ in survivors]
     if limit_per_topic is not None:
-        rng = random.Random(seed)
-        by_topic_final: dict[Any, list[int]] = defaultdict(list)
-        for index, q in enumerate(final):
-            by_topic_final[q.topic].append(index)
-        chosen: set[int] = set()
-        for indices in by_topic_final.values():
-            chosen.update(rng.sample(indices, min(int(limit_per_topic), len(indices))))
-        removed["over_limit"] = len(final) - len(chosen)
-        final = [q for i, q in enumerate(final) if i in chosen]
+        before = len(final)
+        final = limit_topics(final, int(limit_per_topic), seed)
+        removed["over_limit"] = before - len(final)
 
     report = {
         "n_input": len(questions),
@@ -131,6 +143,7 @@ def filter_questions(
         "kept": len(final),
         "kept_per_topic": dict(Counter(str(q.topic) for q in final)),
         "settings": {
+            "rules": "strict",
             "rouge_l_threshold": rouge_l_threshold,
             "limit_per_topic": limit_per_topic,
             "non_substantive": non_substantive,
@@ -153,6 +166,12 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
     mode = str(OmegaConf.select(cfg, "filter.non_substantive", default="drop"))
     if mode not in ("drop", "strip"):
         raise CultureSPAError(f"filter.non_substantive={mode!r} is not valid; choose one of: drop, strip")
+
+    rules = str(OmegaConf.select(cfg, "filter.rules", default="strict"))
+    if rules not in ("paper", "strict"):
+        raise CultureSPAError(f"filter.rules={rules!r} is not valid; choose one of: paper, strict")
+    if rules == "paper":
+        return run_paper_filter(cfg, source, output, limit)
 
     questions = load_questions(source)
     wvs = WVSData.load(cfg.paths.wvs_dir)
@@ -190,3 +209,68 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
         "kept": report["kept"],
         "removed": report["removed"],
     }
+
+
+def run_paper_filter(cfg: DictConfig, source: str, output: Path, limit: int | None) -> dict[str, Any]:
+    """``filter.rules=paper``: the notebook's steps (``paper_filter``), the count after each printed, written to the
+    report and logged to W&B; then ``limit_per_topic`` (ours, not the paper's) when set."""
+    questions = load_questions(source)
+    seed_texts = paper_seed_texts(cfg.paths.wvs_dir)
+    note = str(OmegaConf.select(cfg, "filter.scale_note", default=DEFAULT_SCALE_NOTE))
+    log.info("filter (paper rules): %d questions from %s", len(questions), source)
+    with stage_run(cfg, "filter") as run:
+        kept, steps, ids = paper_filter(questions, seed_texts, note)
+        over_limit = 0
+        if limit is not None:
+            before = len(kept)
+            kept = limit_topics(kept, limit, int(cfg.filter.seed))
+            over_limit = before - len(kept)
+        removed = {s.step: s.count for s in steps if s.kind == "removed"}
+        report = {
+            "input": source,
+            "output": str(output),
+            "rules": "paper",
+            "n_input": len(questions),
+            "steps": [asdict(s) for s in steps],
+            "removed": {**removed, "over_limit": over_limit},
+            "modified": {s.step: s.count for s in steps if s.kind == "changed"},
+            "kept": len(kept),
+            "kept_per_topic": dict(Counter(str(q.topic) for q in kept)),
+            "ids": ids,
+            "settings": {"rules": "paper", "scale_note": note, "limit_per_topic": limit},
+        }
+        assert report["kept"] + sum(report["removed"].values()) == len(questions)
+        write_jsonl(output, (q.to_record() for q in kept))
+        write_json(report_path(output), report)
+        printed = steps_table(len(questions), steps)
+        print(printed, flush=True)
+        run.table("filter/steps", ["step", "kind", "count", "remaining"], [s.row() for s in steps])
+        run.summary(
+            {
+                "n_input": report["n_input"],
+                "kept": report["kept"],
+                **{f"steps/{s.step}": s.count for s in steps},
+                "removed/over_limit": over_limit,
+                "questions_per_s": report["n_input"] / max(run.elapsed(), 1e-9),
+            }
+        )
+    log.info("filter: kept %d of %d -> %s", report["kept"], report["n_input"], output)
+    return {
+        "stage": "filter",
+        "output": str(output),
+        "report": str(report_path(output)),
+        "n_input": report["n_input"],
+        "kept": report["kept"],
+        "removed": report["removed"],
+        "steps": {s.step: s.count for s in steps},
+    }
+
+
+def paper_seed_texts(wvs_dir: Any) -> set[str]:
+    """Every WVS question text exactly as stored (all 291, with the demographic ones that have no options)."""
+    root = Path(str(wvs_dir)) if wvs_dir else default_data_dir()
+    path = root / "wvs" / QUESTIONS_FILE if (root / "wvs" / QUESTIONS_FILE).exists() else root / QUESTIONS_FILE
+    raw = read_json(path)
+    if not isinstance(raw, list):
+        raise CultureSPAError(f"{path}: expected a list of {{Q_id, question, option_lst}}")
+    return {item["question"] for item in raw if isinstance(item, dict) and isinstance(item.get("question"), str)}
