@@ -1,4 +1,4 @@
-"""Answer parsing: the first integer in a reply that is a valid option number."""
+"""Answer parsing: the first integer in a reply (the paper) or the first one that is a valid option number (ours)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,30 @@ ONE_TO_TEN = list(range(1, 11))
         ("answer:4", ONE_TO_FOUR, 4),
     ],
 )
-def test_parse_answer(text: str, numbers: list[int], expected: int | None) -> None:
-    assert parse_answer(text, numbers) == expected
+def test_parse_answer_first_valid(text: str, numbers: list[int], expected: int | None) -> None:
+    assert parse_answer(text, numbers, rule="first_valid") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers", "expected"),
+    [
+        ("2", ONE_TO_FOUR, 2),
+        ("I would choose option 3. Rather important", ONE_TO_FOUR, 3),
+        ("1. Very important\n2. Rather important", ONE_TO_FOUR, 1),  # an echoed option list reads as option 1
+        ("On a scale of 7 I pick 4", ONE_TO_FOUR, None),  # the paper reads 7: not an option, so invalid
+        ("12 then 3", ONE_TO_TEN, None),  # the paper reads 12: above its range, invalid
+        ("10", ONE_TO_TEN, 10),
+        ("0", ONE_TO_FOUR, None),
+        ("Very important", ONE_TO_FOUR, None),
+    ],
+)
+def test_parse_answer_first_integer_is_the_default(text: str, numbers: list[int], expected: int | None) -> None:
+    assert parse_answer(text, numbers) == expected == parse_answer(text, numbers, rule="first_integer")
+
+
+def test_parse_rule_is_checked() -> None:
+    with pytest.raises(ValueError):
+        parse_answer("1", ONE_TO_FOUR, rule="last")
 
 
 @pytest.mark.parametrize(

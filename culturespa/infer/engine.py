@@ -25,7 +25,7 @@ import torch
 
 from culturespa.errors import CultureSPAError
 from culturespa.infer import sampling
-from culturespa.infer.parsing import parse_answer
+from culturespa.infer.parsing import PARSE_RULES, parse_answer
 from culturespa.infer.prepack import LinearPacker
 from culturespa.infer.scoring import Context, OptionPlan, continuation_ids, digit_token_ids, normalise
 
@@ -59,6 +59,7 @@ class Decoding:
     top_p: float = 1.0
     max_new_tokens: int = 16
     reject_option_lists: bool = False  # a reply that enumerates the options is invalid (see parsing.py)
+    parse: str = "first_integer"  # first_integer (the paper) | first_valid (see parsing.py)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +68,8 @@ class Decoding:
             raise CultureSPAError(f"decoding.temperature: {self.temperature} must be > 0 for sampling")
         if not 0 < self.top_p <= 1:
             raise CultureSPAError(f"decoding.top_p: {self.top_p} must be in (0, 1]")
+        if self.parse not in PARSE_RULES:
+            raise CultureSPAError(f"decoding.parse: {self.parse!r} is not one of {', '.join(PARSE_RULES)}")
         if self.mode != "logprob" and self.max_new_tokens < 1:
             raise CultureSPAError(f"decoding.max_new_tokens: {self.max_new_tokens} must be >= 1 in {self.mode} mode")
 
@@ -80,6 +83,7 @@ class Decoding:
             top_p=float(get("top_p", 1.0)),
             max_new_tokens=int(get("max_new_tokens", 16)),
             reject_option_lists=bool(get("reject_option_lists", False)),
+            parse=str(get("parse", "first_integer")),
         )
 
 
@@ -218,6 +222,7 @@ class Engine:
                     decoding.max_new_tokens,
                     seed,
                     decoding.reject_option_lists,
+                    decoding.parse,
                 ),
             )
 
@@ -415,6 +420,7 @@ class Engine:
         max_new_tokens: int,
         seed: int,
         reject_option_lists: bool = False,
+        parse: str = "first_integer",
     ) -> list[Result]:
         logits, mask, last_pos, cache = self._prefill(batch)
         logits = logits[:, -1, :]
@@ -444,7 +450,7 @@ class Engine:
                 kept.append(t)
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             numbers = it.request.numbers
-            answer = parse_answer(text, numbers, reject_option_lists) if numbers is not None else None
+            answer = parse_answer(text, numbers, reject_option_lists, parse) if numbers is not None else None
             valid = answer is not None if numbers is not None else bool(text.strip())
             results.append(Result(it.request.key, text, answer, valid, None, it.prompt))
         return results
