@@ -97,14 +97,20 @@ class WVSData:
         return [q.id for q in self.eval_questions if not self.answer_shares(culture, q.id)]
 
     def most_and_least_similar(self, culture: str, among: list[str], k: int = 3) -> tuple[list[str], list[str]]:
-        """The ``k`` most and ``k`` least similar cultures to ``culture`` among ``among`` (itself excluded)."""
+        """The ``k`` most and ``k`` least similar cultures to ``culture`` among ``among`` (itself excluded), most
+        similar first and least similar first.
+
+        Ties follow the paper's cross-culture-thinking code: the row is sorted by similarity, ascending and stable
+        (equal values keep the file's order), the least similar are read from its start and the most similar from its
+        end; so of two equally similar cultures the one listed later counts as more similar.
+        """
         self._require_culture(culture)
         row = self.similarity.get(culture)
         if row is None:
             raise CultureSPAError(f"{self.root / SIMILARITY_FILE}: no similarity row for culture {culture}")
-        others = [c for c in among if c != culture and c in row]
-        ranked = sorted(others, key=lambda c: (-row[c], c))
-        return ranked[:k], list(reversed(ranked[-k:])) if len(ranked) >= k else list(reversed(ranked))
+        wanted = set(among)
+        ascending = sorted((c for c in row if c != culture and c in wanted), key=lambda c: row[c])
+        return list(reversed(ascending))[:k], ascending[:k]
 
     def _require_culture(self, culture: str) -> None:
         get_culture(culture)

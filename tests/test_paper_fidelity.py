@@ -1,0 +1,58 @@
+"""Places where the paper's code decides a number, beyond the filter and gold ties: P2's culture lists and the
+``paper_*`` presets' training settings (LLaMA-Factory configs of the paper's repository)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from culturespa.config import compose
+from culturespa.data.cultures import PAPER_CULTURES
+from culturespa.data.survey import WVSData
+
+
+def _paper_lists(row: dict[str, float]) -> tuple[list[str], list[str]]:
+    """The paper's rule, restated: sort ascending (stable), least similar from the start, most from the end."""
+    ascending = sorted(row, key=lambda c: row[c])
+    return ascending[::-1][:3], ascending[:3]
+
+
+def test_p2_cultures_follow_the_paper_tie_order(wvs: WVSData) -> None:
+    raw = json.loads((wvs.root / "country_similarity.json").read_text())
+    for culture in PAPER_CULTURES:
+        assert wvs.most_and_least_similar(culture, list(PAPER_CULTURES)) == _paper_lists(raw[culture]), culture
+    # ties the old (value, then code) order broke the other way
+    assert wvs.most_and_least_similar("DEU", list(PAPER_CULTURES))[0] == ["AUS", "NZL", "NLD"]
+    assert wvs.most_and_least_similar("BRA", list(PAPER_CULTURES))[1] == ["IND", "ZWE", "NGA"]
+    assert wvs.most_and_least_similar("NZL", list(PAPER_CULTURES))[0] == ["AUS", "NLD", "CAN"]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "global_batch", "micro_batch"),
+    [("paper_joint", 128, 4), ("paper_cct", 128, 4), ("paper_quality", 128, 4), ("paper_specific", 8, 1)],
+)
+def test_paper_presets_train_like_the_paper(
+    experiment: str, global_batch: int, micro_batch: int, tmp_path: Path
+) -> None:
+    """LLaMA-Factory in the paper's repo: joint 4 x 32 = 128 (one GPU), specific 1 x 8 = 8; LoRA rank 8 (alpha 16,
+    dropout 0 are LLaMA-Factory's defaults) on all linear layers; lr 1e-4, 1 epoch, cosine, warm-up 0.1, cut-off 4096,
+    no validation split; answers and evaluation sampled at T 0.6 / top-p 0.9 with up to 256 new tokens, 3 runs."""
+    cfg = compose("pipeline", [f"experiment={experiment}"], output_dir=tmp_path)
+    assert (cfg.sft.global_batch_size, cfg.sft.micro_batch_size) == (global_batch, micro_batch)
+    assert (cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout) == (8, 16, 0.0)
+    assert set(cfg.peft.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert (cfg.sft.lr, cfg.sft.epochs, cfg.sft.scheduler, cfg.sft.warmup_ratio) == (1e-4, 1, "cosine", 0.1)
+    assert cfg.sft.weight_decay == 0.0 and cfg.data.cutoff_len == 4096 and cfg.data.val_fraction == 0.0
+    assert (cfg.decoding.mode, cfg.decoding.temperature, cfg.decoding.top_p) == ("sample", 0.6, 0.9)
+    assert cfg.decoding.max_new_tokens == 256 and cfg.decoding.parse == "first_integer"
+    assert cfg.eval.runs == 3 and cfg.filter.rules == "paper"
+    assert (cfg.questions.per_topic, cfg.questions.temperature, cfg.questions.top_p) == (1000, 0.9, 0.95)
+    assert (cfg.questions.n_examples, cfg.questions.n_generated, cfg.questions.max_new_tokens) == (5, 2, 256)
+
+
+def test_paper_quantity_sweeps_the_paper_ratios(tmp_path: Path) -> None:
+    cfg = compose("train", ["experiment=paper_quantity"], output_dir=tmp_path)
+    ratios = [float(x) for x in str(cfg.hydra.sweeper.params["data.fraction"]).split(",")]
+    assert ratios == [round(0.1 * i, 1) for i in range(1, 11)]  # the paper's 0.1 ... 0.9, plus the full set
