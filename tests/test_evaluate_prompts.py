@@ -28,8 +28,24 @@ def _cfg(make_cfg, prompt: str):
     return make_cfg("evaluate", [f"prompt={prompt}", "logger=none"])
 
 
+def test_p3_examples_inline_by_default_as_the_paper(make_cfg, wvs) -> None:
+    """The paper puts the five examples in the question's user turn, each answer as number and option text."""
+    style = style_for(_cfg(make_cfg, "p1_p3"), None)
+    question = wvs.questions["Q42"]
+    messages = answer_messages(wvs, style, question, "CHN")
+    assert [m["role"] for m in messages] == ["system", "user"] and "Chinese" in messages[0]["content"]
+    chosen = self_alignment_examples(wvs, "Q42", "CHN", 5)
+    user = messages[1]["content"]
+    for example, answer in chosen:
+        assert f"Question: {example.text} Options: " in user
+        assert f"Answer: {answer}. {example.option_text(answer)}" in user
+    assert user.index(chosen[-1][0].text) < user.index(question.text) and user.rstrip().endswith(
+        style.templates["answer"]["user"].rstrip().splitlines()[-1]
+    )
+
+
 def test_p3_messages_hold_five_answered_exchanges(make_cfg, wvs) -> None:
-    cfg = _cfg(make_cfg, "p1_p3")
+    cfg = make_cfg("evaluate", ["prompt=p1_p3", "logger=none", "templates.answer.examples.style=turns"])
     style = style_for(cfg, None)
     question = wvs.questions["Q42"]
     messages = answer_messages(wvs, style, question, "CHN")
@@ -45,7 +61,7 @@ def test_p3_alone_does_not_name_the_culture(make_cfg, wvs) -> None:
     style = style_for(_cfg(make_cfg, "p3"), None)
     assert not culture_independent(style)  # examples are the culture's answers even though it is not named
     messages = answer_messages(wvs, style, wvs.questions["Q1"], "USA")
-    assert "American" not in messages[0]["content"] and len(messages) == 12
+    assert "American" not in messages[0]["content"] and len(messages) == 2
 
 
 def test_p2_names_three_most_and_least_similar(make_cfg, wvs) -> None:

@@ -149,15 +149,28 @@ class PromptBuilder:
         dissimilar: Sequence[str] = (),
         examples: Sequence[tuple[Question, int]] = (),
     ) -> list[Message]:
-        """System prompt, then each in-context example as a user/assistant exchange, then the question."""
+        """System prompt, then the question; P3's in-context examples go inside the question's user turn (style
+        ``inline``, the paper's: each shows its question, options and answer number with the option's text) or before
+        it as user/assistant exchanges (style ``turns``), per ``templates.answer.examples.style``."""
         messages: list[Message] = [
             {"role": "system", "content": self.system_prompt(system, culture, similar, dissimilar)}
         ]
+        spec = self.t["answer"].get("examples") or {"style": "turns"}
+        if examples and spec.get("style", "turns") == "inline":
+            shown = "\n".join(self._inline_example(spec, example, number) for example, number in examples)
+            content = self._fmt(spec["user"], examples=shown, question=self.user_turn(question))
+            return [*messages, {"role": "user", "content": content}]
         for example, number in examples:
             messages.append({"role": "user", "content": self.user_turn(example)})
             messages.append({"role": "assistant", "content": self.assistant_turn(number)})
         messages.append({"role": "user", "content": self.user_turn(question)})
         return messages
+
+    def _inline_example(self, spec: dict[str, Any], example: Question, number: int) -> str:
+        options = " ".join(self._fmt(spec["option"], number=n, text=example.option_text(n)) for n in example.numbers)
+        return self._fmt(
+            spec["example"], question=example.text, options=options, number=number, text=example.option_text(number)
+        )
 
     def sft_messages(
         self,
