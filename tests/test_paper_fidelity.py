@@ -50,6 +50,8 @@ def test_paper_presets_train_like_the_paper(
     assert cfg.eval.runs == 3 and cfg.filter.rules == "paper"
     assert (cfg.questions.per_topic, cfg.questions.temperature, cfg.questions.top_p) == (1000, 0.9, 0.95)
     assert (cfg.questions.n_examples, cfg.questions.n_generated, cfg.questions.max_new_tokens) == (5, 2, 256)
+    qg = cfg.templates.question_generation
+    assert qg.system and qg.response_prefix == ""  # a system prompt, and the reply is not started for the model
 
 
 def test_paper_quantity_sweeps_the_paper_ratios(tmp_path: Path) -> None:

@@ -180,3 +180,14 @@ def test_paper_pool_counts_per_step(make_cfg, tmp_path: Path, capsys) -> None:
 def test_paper_seed_texts_include_questions_without_options(wvs) -> None:
     texts = paper_seed_texts(wvs.root)
     assert len(texts) > len(wvs.questions)  # the demographic questions without options count as seeds too
+
+
+@pytest.mark.skipif(not POOL.is_dir(), reason="the paper's question pool is not in data/")
+def test_fidelity_report_prints_the_doc_figures(capsys) -> None:
+    from culturespa.fidelity import main
+
+    main([])
+    out = capsys.readouterr().out
+    assert "unconvertible_or_refusal          removed     13      12847" in out
+    assert "9 ties; in 6 the gold (first listed) is not the lowest option number" in out
+    assert "5 of 18 cultures" in out
