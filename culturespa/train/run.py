@@ -120,6 +120,9 @@ def trainer_kwargs(cfg: DictConfig, plan: BatchPlan, has_val: bool) -> dict[str,
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     kwargs.pop("max_epochs", None)
+    from culturespa.train.strategies import build_strategy
+
+    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"))  # fsdp
     kwargs.pop("max_steps", None)
     max_steps = int(cfg.sft.max_steps)
     kwargs.update(
