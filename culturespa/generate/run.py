@@ -37,9 +37,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 
         return run_answers(cfg, cultures)
     if stage == "merge-answers":
-        from culturespa.generate.shards import merge_answers
+        from culturespa.generate.answers import run_answers
 
-        return merge_answers(cfg, cultures)
+        return run_answers(cfg, cultures, merge=True)
     if stage == "export":
         from culturespa.generate.export import run_export
 
