@@ -119,3 +119,52 @@ def test_multirun_fans_out_the_shards(tmp_path: Path) -> None:
         "unaware.shard-1-of-2.jsonl",
     ]
     assert [len(p.read_text().splitlines()) for p in sorted(out.glob("*.shard-*.jsonl"))] == [2, 1]
+
+
+@pytest.mark.slow
+def test_pipeline_answer_shards_write_the_same_answers(make_cfg, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """`pipeline.answer_shards=2` answers in two shards then merges: the same cached stage, the same bytes."""
+    from omegaconf import open_dict
+
+    from culturespa.pipeline import run_pipeline
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg, callbacks=()):  # noqa: ANN001, ANN202
+        raise Stop  # the answers (and pairs) are what this test is about
+
+    monkeypatch.setattr("culturespa.train.run.train", stop)
+    folders = []
+    for n in (1, 2):
+        cfg = make_cfg(
+            "pipeline",
+            [
+                "experiment=smoke",
+                "model=tiny_random",
+                "pipeline.questions=pool",
+                "filter.input=${paths.question_pool_dir}",
+                "filter.limit_per_topic=1",
+                "decoding=logprob",
+                "data.criterion=none",
+                "answers.resume_chunk=4",
+                f"pipeline.answer_shards={n}",
+            ],
+        )
+        with open_dict(cfg):
+            cfg.pipeline.root = str(tmp_path / f"n{n}")
+        with pytest.raises(Stop):
+            run_pipeline(cfg)
+        (folder,) = (tmp_path / f"n{n}" / "answers").iterdir()
+        folders.append(folder)
+    one, two = folders
+    assert one.name == two.name  # the shard count is not part of the stage's identity
+    names = ["unaware.jsonl", "aware_USA.jsonl", "aware_CHN.jsonl"]
+    for name in names:
+        assert (two / name).read_bytes() == (one / name).read_bytes()
+    assert sorted(p.name for p in two.glob("aware_USA.shard-*.jsonl")) == [
+        "aware_USA.shard-0-of-2.jsonl",
+        "aware_USA.shard-1-of-2.jsonl",
+    ]
+    summary = json.loads((two / "_SUCCESS.json").read_text())["summary"]
+    assert summary["unaware"]["shards"] == 2 and summary["unaware"]["answered"] == 13

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,27 @@ def merge_one(path: Path, fp: str, keys: dict[str, Any], chunk: int, overwrite: 
     outputs.mark(path, fp, complete=True, n=len(keys), merged_from=n)
     log.info("merge-answers: %s: %d answers from %d shards", path, len(keys), n)
     return {"file": str(path), "shards": n, "answers": len(keys), "skipped": False}
+
+
+def fan_out(
+    run: Callable[[DictConfig], dict[str, Any]], stage_cfg: Callable[[dict[str, Any]], DictConfig], n: Any
+) -> dict[str, Any]:
+    """``pipeline.answer_shards=n``: run the answers stage as ``n`` shards one after another, then merge (the same
+    files as one run; on a cluster run the shards as separate jobs with ``answers.shard`` instead). ``stage_cfg``
+    builds the stage config from extra settings."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise CultureSPAError(f"pipeline.answer_shards={n!r} must be a positive integer")
+    if n == 1:
+        return run(stage_cfg({}))
+    shards = [run(stage_cfg({"answers.shard": Shard(i, n).label})) for i in range(n)]
+    merged = run(stage_cfg({"stage": "merge-answers"}))
+    answered = sum(int(s.get("answered") or 0) for s in shards)
+    return merged | {"shards": n, "answered": answered, "invalid": _sum_invalid(shards)}
+
+
+def _sum_invalid(summaries: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for summary in summaries:
+        for label, count in (summary.get("invalid") or {}).items():
+            total[label] = total.get(label, 0) + int(count)
+    return total
