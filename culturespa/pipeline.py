@@ -60,6 +60,8 @@ _PATH_KEYS = {
     "setting",
     "general",
     "shard",
+    "accelerator",  # sft.accelerator: where training runs, not what it trains
+    "precision",  # sft.precision: hashed as trainer.precision
 }
 
 

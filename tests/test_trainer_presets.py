@@ -86,6 +86,9 @@ def test_fsdp_on_cpu_is_a_one_line_error(tmp_path: Path) -> None:
     cfg = compose("train", ["trainer=fsdp", "sft.accelerator=cpu"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):
         trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+    cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "peft=qlora"], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match="peft=qlora"):
+        trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
     with pytest.raises(CultureSPAError, match="unknown key"):
         build_strategy({"name": "fsdp", "shard": True})
     with pytest.raises(CultureSPAError, match="strategy.name"):
@@ -128,3 +131,15 @@ def test_checkpoint_names_drop_fsdp_wrapper_prefixes() -> None:
     assert clean_name(name + ".default._fsdp_wrapped_module.weight") == (
         "model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
     )
+
+
+def test_device_keys_leave_training_identity_unchanged(tmp_path: Path) -> None:
+    """Moving SFT between devices does not retrain a finished adapter; its precision does."""
+    from culturespa.pipeline import stage_hash
+    from culturespa.train.run import fingerprint
+
+    cpu = compose("train", ["trainer=ddp", "sft.accelerator=cpu"], output_dir=tmp_path)
+    gpu = compose("train", ["trainer=ddp", "sft.accelerator=gpu"], output_dir=tmp_path)
+    bf16 = compose("train", ["trainer=ddp", "sft.precision=bf16-mixed"], output_dir=tmp_path)
+    assert fingerprint(cpu, "joint") == fingerprint(gpu, "joint") != fingerprint(bf16, "joint")
+    assert stage_hash(cpu, "train") == stage_hash(gpu, "train") != stage_hash(bf16, "train")

@@ -82,7 +82,9 @@ def training_style(cfg: DictConfig) -> PromptStyle:
 def fingerprint(cfg: DictConfig, job: str) -> str:
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
     plain = to_plain(cfg)
-    sft = {k: v for k, v in plain["sft"].items() if k not in ("output_dir", "resume", "num_workers")}
+    # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
+    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision")
+    sft = {k: v for k, v in plain["sft"].items() if k not in skip}
     picked = {
         "job": job,
         "model": plain["model"],
@@ -122,7 +124,8 @@ def trainer_kwargs(cfg: DictConfig, plan: BatchPlan, has_val: bool) -> dict[str,
     kwargs.pop("max_epochs", None)
     from culturespa.train.strategies import build_strategy
 
-    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"))  # fsdp
+    quantized = str(OmegaConf.select(cfg, "peft.quantization", default="none")) != "none"
+    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"), quantized)
     kwargs.pop("max_steps", None)
     max_steps = int(cfg.sft.max_steps)
     kwargs.update(

@@ -50,7 +50,7 @@ def fsdp_wrap_policy(suffix: str) -> Any:
     return functools.partial(lambda_auto_wrap_policy, lambda_fn=functools.partial(_wrap_rule, suffix=suffix))
 
 
-def build_strategy(spec: Any, accelerator: str = "gpu") -> Any:
+def build_strategy(spec: Any, accelerator: str = "gpu", quantized: bool = False) -> Any:
     """``trainer.strategy``: a Lightning strategy name, or ``{name: fsdp, ...}`` for a configured FSDPStrategy.
 
     FSDP needs GPUs: Lightning 2.6 refuses it on the CPU (Lightning-AI/pytorch-lightning#21812) and so does PyTorch's
@@ -66,6 +66,11 @@ def build_strategy(spec: Any, accelerator: str = "gpu") -> Any:
     name = str(spec.get("name", ""))
     if name != "fsdp":
         raise CultureSPAError(f"trainer.strategy.name={name!r} is not valid; a strategy mapping supports: fsdp")
+    if quantized:
+        raise CultureSPAError(
+            "trainer=fsdp with a quantised base (peft=qlora) is not supported: 4-bit weights do not shard with "
+            "FSDP here; use trainer=ddp (one 4-bit copy per rank)"
+        )
     unknown = sorted(set(spec) - FSDP_KEYS)
     if unknown:
         raise CultureSPAError(f"trainer.strategy: unknown key(s) {unknown}; valid: {', '.join(sorted(FSDP_KEYS))}")
