@@ -143,3 +143,43 @@ def test_device_keys_leave_training_identity_unchanged(tmp_path: Path) -> None:
     bf16 = compose("train", ["trainer=ddp", "sft.precision=bf16-mixed"], output_dir=tmp_path)
     assert fingerprint(cpu, "joint") == fingerprint(gpu, "joint") != fingerprint(bf16, "joint")
     assert stage_hash(cpu, "train") == stage_hash(gpu, "train") != stage_hash(bf16, "train")
+
+
+def test_fsdp_adapter_export_from_gathered_state_equals_the_plain_export(tmp_path: Path) -> None:
+    """Under FSDP rank 0 saves the adapter from the gathered LightningModule state dict (``model.`` prefix dropped):
+    it must hold exactly the tensors PEFT saves from an unsharded model. Other strategies gather nothing."""
+    from types import SimpleNamespace
+
+    import torch
+    from lightning.pytorch.strategies import FSDPStrategy
+    from safetensors.torch import load_file
+
+    from culturespa.train.module import SFTModule
+    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train.strategies import gathered_model_state
+
+    cfg = compose("train", ["model=tiny_random"], output_dir=tmp_path)
+    plain = to_plain(cfg)
+    module = SFTModule(plain["model"], plain["peft"], {"lr": 1e-4}, str(cfg.paths.cache_dir), 1)
+    module.model = build_peft_model(plain["model"], plain["peft"], str(cfg.paths.cache_dir))
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter non-trivial
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+
+    class GatheringFSDP(FSDPStrategy):  # stands in for the collective full-state gather of FSDPStrategy
+        def __init__(self) -> None:
+            pass
+
+        def lightning_module_state_dict(self) -> dict:
+            return module.state_dict()
+
+    assert gathered_model_state(SimpleNamespace(strategy="ddp")) is None
+    state = gathered_model_state(SimpleNamespace(strategy=GatheringFSDP()))
+    assert state is not None and all(not k.startswith("model.") for k in state)
+    module.model.save_pretrained(str(tmp_path / "plain"))
+    module.model.save_pretrained(str(tmp_path / "gathered"), state_dict=state)
+    plain_t = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
+    gathered_t = load_file(str(tmp_path / "gathered" / "adapter_model.safetensors"))
+    assert plain_t.keys() == gathered_t.keys() and len(plain_t) > 0
+    assert all(torch.equal(plain_t[k], gathered_t[k]) for k in plain_t)
