@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from culturespa.config import CONFIG_DIR, compose, to_plain
 from culturespa.errors import CultureSPAError
-from culturespa.train.run import BatchPlan, trainer_kwargs
+from culturespa.train.run import BatchPlan, train, trainer_kwargs
 from culturespa.train.strategies import build_strategy, clean_name, fsdp_wrap_policy
 
 EXPERIMENTS = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -86,6 +86,8 @@ def test_fsdp_on_cpu_is_a_one_line_error(tmp_path: Path) -> None:
     cfg = compose("train", ["trainer=fsdp", "sft.accelerator=cpu"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):
         trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+    with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):  # at start-up, before the pairs files
+        train(compose("train", ["trainer=fsdp", "sft.accelerator=cpu", f"sft.pairs_dir={tmp_path}/none"]))
     cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "peft=qlora"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match="peft=qlora"):
         trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)

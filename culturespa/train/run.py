@@ -145,6 +145,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the adapter(s) of ``cfg.mode``; returns output paths and headline numbers per job."""
     cultures = validate_config(cfg)
     plan = BatchPlan.from_config(cfg)
+    trainer_kwargs(cfg, plan, has_val=True)  # strategy errors (trainer=fsdp on CPUs) before any file is read
     splits = prepare_splits(cfg, cultures)  # every pairs file checked before any model is loaded
     style = training_style(cfg)
     mode = str(cfg.mode.name)
