@@ -96,8 +96,9 @@ def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and (not isinstance(value, int) or value < 1):
             errors.append(f"{key}={value!r} must be a positive integer")
-    if stage is not None and stage not in ("questions", "filter", "answers", "pairs"):
-        errors.append(f"stage={stage!r} is not valid; choose one of: questions, filter, answers, pairs")
+    stages = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
+    if stage is not None and stage not in stages:
+        errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(stages)}")
     gbs = OmegaConf.select(cfg, "sft.global_batch_size", default=None)
     mbs = OmegaConf.select(cfg, "sft.micro_batch_size", default=None)
     if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:

@@ -59,6 +59,9 @@ _PATH_KEYS = {
     "source",
     "setting",
     "general",
+    "shard",
+    "accelerator",  # sft.accelerator: where training runs, not what it trains
+    "precision",  # sft.precision: hashed as trainer.precision
 }
 
 
@@ -175,6 +178,7 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         from culturespa.evaluate.run import evaluate
         from culturespa.generate.run import generate
+        from culturespa.generate.shards import fan_out
         from culturespa.train.run import train
 
         cfg = self.cfg
@@ -203,6 +207,7 @@ class Pipeline:
 
         # Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings.
         system = str(cfg.data.system)
+        shards = OmegaConf.select(cfg, "pipeline.answer_shards", default=1)
 
         def answer(d: Path) -> dict[str, Any]:
             inputs = d / "questions"  # the filtered question files this stage answered, side by side
@@ -211,18 +216,14 @@ class Pipeline:
                 shutil.copyfile(stage.folder / "filtered.jsonl", inputs / f"{stage.name}.jsonl")
             out: dict[str, Any] = {}
             for setting in ("unaware", system):
-                out[setting] = generate(
-                    _stage_cfg(
-                        cfg,
-                        d,
-                        {
-                            "stage": "answers",
-                            "answers.setting": setting,
-                            "answers.input": str(inputs),
-                            "answers.output_dir": str(d),
-                        },
-                    )
-                )
+                values = {
+                    "stage": "answers",
+                    "answers.setting": setting,
+                    "answers.input": str(inputs),
+                    "answers.output_dir": str(d),
+                }
+                # pipeline.answer_shards=n: n shards in turn, then merged (the same files as one run)
+                out[setting] = fan_out(generate, lambda extra, v=values: _stage_cfg(cfg, d, {**v, **extra}), shards)
             return out
 
         answers = self._run("answers", "answers", [*filtered, *self.cultures], answer)

@@ -28,6 +28,7 @@ from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
 from culturespa.generate.pool import load_questions
+from culturespa.generate.shards import Shard, merge_one
 from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 
@@ -84,8 +85,10 @@ def _reuse_finished(store: ResumableJsonl, path: Path, current: dict[str, dict[s
     return len(reused)
 
 
-def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
+def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> dict[str, Any]:
+    """Answer the questions (``answers.shard=i/n``: one shard of them); ``merge``: join the finished shards instead."""
     acfg = cfg.answers
+    shard = Shard.from_config(cfg)
     setting = str(acfg.setting)
     from culturespa.infer.engine import Decoding
 
@@ -110,15 +113,22 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "setting": setting,
     }
-    plans = []
+    plans, merged = [], []
     for culture in targets:
         path = answers_file(folder, setting, culture)
         fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
         keys = {f"{q.id}|{culture}|0": q.to_record() for q in questions}
+        if merge:  # stage=merge-answers: the shards of this file, checked and joined (shards.py)
+            merged.append(merge_one(path, fp, keys, chunk, outputs.overwrite_requested(cfg)))
+            continue
+        if shard is not None:  # answers.shard=i/n: its own file, fingerprint and share of the questions
+            path, fp, keys = shard.restrict(path, fp, keys, chunk)
         action = outputs.prepare(path, fp, outputs.overwrite_requested(cfg))
         if action == "skip" and {answer_key(r) for _, r in iter_jsonl(path)} != set(keys):
             action = "extend"
         plans.append((culture, path, fp, keys, action))
+    if merge:
+        return {"stage": "merge-answers", "setting": setting, "files": {m["file"]: m for m in merged}}
     todo = [p for p in plans if p[4] != "skip"]
     for culture, path, *_ in plans:
         if (culture, path) not in {(p[0], p[1]) for p in todo}:

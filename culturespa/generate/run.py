@@ -1,8 +1,8 @@
-"""``generate(cfg)``: steps 1-3 of CultureSPA as four stages chosen by ``cfg.stage``.
+"""``generate(cfg)``: steps 1-3 of CultureSPA as stages chosen by ``cfg.stage``.
 
-questions → filter → answers → pairs; stages talk only through files. Every stage validates its inputs and the config
-before any model is loaded, returns a dict summary (output paths + headline numbers) and can be called repeatedly in
-one process (the pipeline does).
+questions → filter → answers (sharded: merge-answers) → pairs (→ export for other trainers); stages talk only
+through files. Every stage validates its inputs and the config before any model is loaded, returns a dict summary
+(output paths + headline numbers) and can be called repeatedly in one process (the pipeline does).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 
 log = logging.getLogger("culturespa.generate")
-STAGES = ("questions", "filter", "answers", "pairs")
+STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
@@ -36,6 +36,14 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         from culturespa.generate.answers import run_answers
 
         return run_answers(cfg, cultures)
+    if stage == "merge-answers":
+        from culturespa.generate.answers import run_answers
+
+        return run_answers(cfg, cultures, merge=True)
+    if stage == "export":
+        from culturespa.generate.export import run_export
+
+        return run_export(cfg, cultures)
     from culturespa.generate.pairs import run_pairs
 
     return run_pairs(cfg, cultures)

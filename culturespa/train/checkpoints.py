@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from culturespa.prompts.builder import PromptStyle
+from culturespa.train.strategies import gathered_model_state
 
 META_FILE = "culturespa.json"
 CONFIG_FILE = "config.yaml"
@@ -75,6 +76,7 @@ class AdapterExport(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seen = torch.tensor([int(getattr(pl_module, "samples_seen", 0))], device=pl_module.device)
         per_rank = pl_module.all_gather(seen).reshape(-1).tolist()  # collective: every rank takes part
+        state = gathered_model_state(trainer)  # FSDP: full tensors of the sharded model (collective); else None
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -89,7 +91,7 @@ class AdapterExport(L.Callback):
         self.target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
         try:
-            pl_module.model.save_pretrained(str(tmp))
+            pl_module.model.save_pretrained(str(tmp), **({} if state is None else {"state_dict": state}))
             self.style.save(tmp)
             (tmp / CONFIG_FILE).write_text(self.config_yaml, encoding="utf-8")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -16,6 +16,7 @@ import torch
 
 from culturespa.errors import CultureSPAError
 from culturespa.train.peft_model import build_peft_model, device_map_for
+from culturespa.train.strategies import clean_name, clip_gradients
 
 RNG_KEY = "culturespa_rng"
 
@@ -100,6 +101,12 @@ class SFTModule(L.LightningModule):
         self.log_dict(metrics, on_step=True)
         self._window_tokens, self._window_start = 0, None
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        if not clip_gradients(self, gradient_clip_val, gradient_clip_algorithm):  # FSDP clips through its root
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---- optimiser ----------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
@@ -126,7 +133,7 @@ class SFTModule(L.LightningModule):
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the adapter only: the frozen base is reloaded from its own files."""
-        keep = {name for name, p in self.named_parameters() if p.requires_grad}
+        keep = {clean_name(name) for name, p in self.named_parameters() if p.requires_grad}  # FSDP: wrapper prefixes
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RNG_KEY] = {"torch": torch.get_rng_state(), "samples_seen": self.samples_seen}
 

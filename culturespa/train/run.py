@@ -82,7 +82,9 @@ def training_style(cfg: DictConfig) -> PromptStyle:
 def fingerprint(cfg: DictConfig, job: str) -> str:
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
     plain = to_plain(cfg)
-    sft = {k: v for k, v in plain["sft"].items() if k not in ("output_dir", "resume", "num_workers")}
+    # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
+    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision")
+    sft = {k: v for k, v in plain["sft"].items() if k not in skip}
     picked = {
         "job": job,
         "model": plain["model"],
@@ -120,6 +122,10 @@ def trainer_kwargs(cfg: DictConfig, plan: BatchPlan, has_val: bool) -> dict[str,
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     kwargs.pop("max_epochs", None)
+    from culturespa.train.strategies import build_strategy
+
+    quantized = str(OmegaConf.select(cfg, "peft.quantization", default="none")) != "none"
+    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"), quantized)
     kwargs.pop("max_steps", None)
     max_steps = int(cfg.sft.max_steps)
     kwargs.update(
@@ -139,6 +145,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the adapter(s) of ``cfg.mode``; returns output paths and headline numbers per job."""
     cultures = validate_config(cfg)
     plan = BatchPlan.from_config(cfg)
+    trainer_kwargs(cfg, plan, has_val=True)  # strategy errors (trainer=fsdp on CPUs) before any file is read
     splits = prepare_splits(cfg, cultures)  # every pairs file checked before any model is loaded
     style = training_style(cfg)
     mode = str(cfg.mode.name)

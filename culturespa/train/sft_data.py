@@ -126,22 +126,18 @@ def shuffled(items: Sequence[Any], seed: int, key: str) -> list[Any]:
     return out
 
 
-class ExampleEncoder:
-    """Turns pairs into token ids + labels with the tokenizer's chat template."""
+class PairChats:
+    """The training chat of a pair (system prompt per culture, question, target answer): what SFT tokenizes and what
+    ``generate.py stage=export`` writes for other trainers."""
 
-    def __init__(self, tokenizer: Any, style: PromptStyle, system: str, cutoff_len: int, wvs: Any = None) -> None:
+    def __init__(self, style: PromptStyle, system: str, wvs: Any = None) -> None:
         if system == "cct" and wvs is None:
             raise CultureSPAError("data.system=cct needs the WVS similarity data")
-        self.tokenizer = tokenizer
         self.builder = PromptBuilder(style)
         self.system = system
         self.n_similar = style.n_similar
-        self.cutoff_len = int(cutoff_len)
         self.wvs = wvs
         self._similar: dict[str, tuple[list[str], list[str]]] = {}
-        vocab = tokenizer.get_vocab()
-        eot = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
-        self.end_of_turn = {i for i in eot if i is not None}
 
     def similar(self, culture: str) -> tuple[list[str], list[str]]:
         if culture not in self._similar:
@@ -153,6 +149,18 @@ class ExampleEncoder:
     def messages(self, pair: Pair) -> list[dict[str, str]]:
         similar, dissimilar = self.similar(pair.culture) if self.system == "cct" else ([], [])
         return self.builder.sft_messages(pair.question, pair.answer, self.system, pair.culture, similar, dissimilar)
+
+
+class ExampleEncoder(PairChats):
+    """Turns pairs into token ids + labels with the tokenizer's chat template."""
+
+    def __init__(self, tokenizer: Any, style: PromptStyle, system: str, cutoff_len: int, wvs: Any = None) -> None:
+        super().__init__(style, system, wvs)
+        self.tokenizer = tokenizer
+        self.cutoff_len = int(cutoff_len)
+        vocab = tokenizer.get_vocab()
+        eot = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+        self.end_of_turn = {i for i in eot if i is not None}
 
     def encode(self, pair: Pair) -> dict[str, list[int]]:
         return encode_chat(self.tokenizer, self.messages(pair), self.cutoff_len, self.end_of_turn)

@@ -1,0 +1,187 @@
+"""GPU presets keep their device and precision whatever the trainer option, and the FSDP preset builds a sharding
+strategy that suits LoRA (FSDP itself needs GPUs: Lightning and PyTorch refuse it on the CPU)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from culturespa.config import CONFIG_DIR, compose, to_plain
+from culturespa.errors import CultureSPAError
+from culturespa.train.run import BatchPlan, train, trainer_kwargs
+from culturespa.train.strategies import build_strategy, clean_name, fsdp_wrap_policy
+
+EXPERIMENTS = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
+TRAINERS = sorted(f.stem for f in (CONFIG_DIR / "trainer").glob("*.yaml") if f.stem != "default")
+
+
+def device(cfg: object) -> tuple[str, str]:
+    trainer = to_plain(cfg)["trainer"]  # type: ignore[arg-type]
+    return trainer["accelerator"], trainer["precision"]
+
+
+@functools.cache
+def preset_device(experiment: str) -> tuple[str, str]:
+    return device(compose("train", [f"experiment={experiment}"]))
+
+
+def test_fsdp_is_a_trainer_option() -> None:
+    assert {"cpu", "gpu", "ddp", "ddp_spawn", "fsdp"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_preset_device_and_precision_survive_every_trainer_option(
+    experiment: str, trainer: str, tmp_path: Path
+) -> None:
+    preset = preset_device(experiment)
+    cfg = compose("train", [f"experiment={experiment}", f"trainer={trainer}", "trainer.devices=8"], output_dir=tmp_path)
+    assert device(cfg) == preset
+    assert cfg.trainer.devices == 8
+
+
+def test_paper_joint_on_eight_gpus_keeps_bf16(tmp_path: Path) -> None:
+    """The issue's command: `experiment=paper_joint trainer=ddp trainer.devices=8` printed precision 32-true."""
+    for trainer in ("ddp", "ddp_spawn", "fsdp"):
+        cfg = compose(
+            "train", ["experiment=paper_joint", f"trainer={trainer}", "trainer.devices=8"], output_dir=tmp_path
+        )
+        assert device(cfg) == ("gpu", "bf16-mixed"), trainer
+    smoke = compose("train", ["experiment=smoke", "trainer=gpu"], output_dir=tmp_path)
+    assert device(smoke) == ("cpu", "32-true")
+
+
+def test_trainer_option_decides_without_a_preset_and_overrides_still_win(tmp_path: Path) -> None:
+    assert device(compose("train", [], output_dir=tmp_path)) == ("cpu", "32-true")
+    assert device(compose("train", ["trainer=gpu"], output_dir=tmp_path)) == ("gpu", "bf16-mixed")
+    assert device(compose("train", ["trainer=ddp"], output_dir=tmp_path)) == ("auto", "32-true")
+    cfg = compose("train", ["experiment=paper_joint", "trainer=ddp", "sft.precision=16-mixed"], output_dir=tmp_path)
+    assert device(cfg) == ("gpu", "16-mixed")
+    cfg = compose("train", ["experiment=paper_joint", "trainer=ddp", "trainer.accelerator=cpu"], output_dir=tmp_path)
+    assert device(cfg) == ("cpu", "bf16-mixed")
+    assert device(compose("train", ["experiment=paper_joint", "debug=default"], output_dir=tmp_path)) == (
+        "cpu",
+        "32-true",
+    )
+
+
+def test_fsdp_preset_builds_a_lora_ready_strategy(tmp_path: Path) -> None:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "trainer.devices=8"], output_dir=tmp_path)
+    kwargs = trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+    strategy = kwargs["strategy"]
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["use_orig_params"] is True  # LoRA: frozen and trainable weights keep their own flags
+    assert strategy._state_dict_type == "full"
+    assert str(strategy.sharding_strategy).endswith("FULL_SHARD")
+    assert kwargs["precision"] == "bf16-mixed" and kwargs["accelerator"] == "gpu" and kwargs["devices"] == 8
+    assert BatchPlan.from_config(cfg).accumulate == 128 // (4 * 8)
+
+
+def test_fsdp_on_cpu_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = compose("train", ["trainer=fsdp", "sft.accelerator=cpu"], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):
+        trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+    with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):  # at start-up, before the pairs files
+        train(compose("train", ["trainer=fsdp", "sft.accelerator=cpu", f"sft.pairs_dir={tmp_path}/none"]))
+    cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "peft=qlora"], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match="peft=qlora"):
+        trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+    with pytest.raises(CultureSPAError, match="unknown key"):
+        build_strategy({"name": "fsdp", "shard": True})
+    with pytest.raises(CultureSPAError, match="strategy.name"):
+        build_strategy({"name": "deepspeed"})
+    assert build_strategy("ddp") == "ddp"
+
+
+def test_fsdp_wraps_decoder_layers_and_lora_leaves_in_uniform_dtype_units(tmp_path: Path) -> None:
+    """Each FSDP unit must flatten tensors of one dtype: decoder blocks are units, and so is every trainable LoRA
+    leaf (fp32 next to a bf16 base); frozen base projections stay inside their block's unit."""
+    import torch
+
+    from culturespa.train.peft_model import build_peft_model
+
+    cfg = compose("train", ["model=tiny_random", "model.dtype=bfloat16"], output_dir=tmp_path)
+    plain = to_plain(cfg)
+    model = build_peft_model(plain["model"], plain["peft"], str(cfg.paths.cache_dir))
+    policy = fsdp_wrap_policy(str(OmegaConf.select(compose("train", ["trainer=fsdp"]), "trainer.strategy.wrap")))
+    wrapped = {
+        name for name, m in model.named_modules() if name and policy(module=m, recurse=False, nonwrapped_numel=0)
+    }
+    blocks = {n for n in wrapped if type(model.get_submodule(n)).__name__ == "LlamaDecoderLayer"}
+    leaves = wrapped - blocks
+    assert len(blocks) == cfg.model.tiny.num_hidden_layers
+    assert leaves and all(".lora_A." in n or ".lora_B." in n for n in leaves)
+    trainable = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == leaves
+    for name in leaves:  # one dtype per unit
+        assert {p.dtype for p in model.get_submodule(name).parameters()} == {torch.float32}
+    for name in blocks:
+        block = model.get_submodule(name)
+        inner = {
+            id(p) for leaf in leaves if leaf.startswith(name + ".") for p in model.get_submodule(leaf).parameters()
+        }
+        assert {p.dtype for p in block.parameters() if id(p) not in inner} == {torch.bfloat16}
+
+
+def test_checkpoint_names_drop_fsdp_wrapper_prefixes() -> None:
+    name = "model._fsdp_wrapped_module.base_model.model.model.layers.0._fsdp_wrapped_module.self_attn.q_proj.lora_A"
+    assert clean_name(name + ".default._fsdp_wrapped_module.weight") == (
+        "model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    )
+
+
+def test_device_keys_leave_training_identity_unchanged(tmp_path: Path) -> None:
+    """Moving SFT between devices does not retrain a finished adapter; its precision does."""
+    from culturespa.pipeline import stage_hash
+    from culturespa.train.run import fingerprint
+
+    cpu = compose("train", ["trainer=ddp", "sft.accelerator=cpu"], output_dir=tmp_path)
+    gpu = compose("train", ["trainer=ddp", "sft.accelerator=gpu"], output_dir=tmp_path)
+    bf16 = compose("train", ["trainer=ddp", "sft.precision=bf16-mixed"], output_dir=tmp_path)
+    assert fingerprint(cpu, "joint") == fingerprint(gpu, "joint") != fingerprint(bf16, "joint")
+    assert stage_hash(cpu, "train") == stage_hash(gpu, "train") != stage_hash(bf16, "train")
+
+
+def test_fsdp_adapter_export_from_gathered_state_equals_the_plain_export(tmp_path: Path) -> None:
+    """Under FSDP rank 0 saves the adapter from the gathered LightningModule state dict (``model.`` prefix dropped):
+    it must hold exactly the tensors PEFT saves from an unsharded model. Other strategies gather nothing."""
+    from types import SimpleNamespace
+
+    import torch
+    from lightning.pytorch.strategies import FSDPStrategy
+    from safetensors.torch import load_file
+
+    from culturespa.train.module import SFTModule
+    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train.strategies import gathered_model_state
+
+    cfg = compose("train", ["model=tiny_random"], output_dir=tmp_path)
+    plain = to_plain(cfg)
+    module = SFTModule(plain["model"], plain["peft"], {"lr": 1e-4}, str(cfg.paths.cache_dir), 1)
+    module.model = build_peft_model(plain["model"], plain["peft"], str(cfg.paths.cache_dir))
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter non-trivial
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+
+    class GatheringFSDP(FSDPStrategy):  # stands in for the collective full-state gather of FSDPStrategy
+        def __init__(self) -> None:
+            pass
+
+        def lightning_module_state_dict(self) -> dict:
+            return module.state_dict()
+
+    assert gathered_model_state(SimpleNamespace(strategy="ddp")) is None
+    state = gathered_model_state(SimpleNamespace(strategy=GatheringFSDP()))
+    assert state is not None and all(not k.startswith("model.") for k in state)
+    module.model.save_pretrained(str(tmp_path / "plain"))
+    module.model.save_pretrained(str(tmp_path / "gathered"), state_dict=state)
+    plain_t = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
+    gathered_t = load_file(str(tmp_path / "gathered" / "adapter_model.safetensors"))
+    assert plain_t.keys() == gathered_t.keys() and len(plain_t) > 0
+    assert all(torch.equal(plain_t[k], gathered_t[k]) for k in plain_t)
