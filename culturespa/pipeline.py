@@ -59,6 +59,7 @@ _PATH_KEYS = {
     "source",
     "setting",
     "general",
+    "bootstrap",  # intervals only: the comparison recomputes them from the stored answers, no need to re-answer
 }
 
 
@@ -305,6 +306,12 @@ class Pipeline:
             "files": {s.name: str(s.folder) for s in self.stages},
             "recomputed": [s.name for s in self.stages if s.ran],
         }
+        from culturespa.data.survey import WVSData
+        from culturespa.evaluate.comparison import attach_comparison
+        from culturespa.evaluate.uncertainty import BootstrapSettings
+
+        wvs = WVSData.load(self.cfg.paths.wvs_dir)
+        attach_comparison(comparison, base_file.parent, tuned_file.parent, wvs, BootstrapSettings.from_config(self.cfg))
         out = self.root / "runs" / slug(run_name(self.cfg), 100) / "comparison.json"
         write_json(out, comparison)
         comparison["comparison_file"] = str(out)
@@ -333,22 +340,29 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     for stage in stages:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)
+    from culturespa.evaluate.report import with_interval
+
+    level = (comparison.get("uncertainty") or {}).get("confidence")
+    ci = f" [{level:.0%} CI]" if level else ""
     table = Table(title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA")
-    for column in ("culture", "base", "CultureSPA", "Δ", "valid (base/CSPA)"):
+    for column in ("culture", f"base{ci}", f"CultureSPA{ci}", f"Δ{ci}", "p", "valid (base/CSPA)"):
         table.add_column(column, justify="right")
-    for row in comparison["cultures"]:
+
+    def cells(row: dict[str, Any]) -> list[str]:
         delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
-        table.add_row(
-            row["culture"],
-            _fmt(row["base"]),
-            _fmt(row["culturespa"]),
-            _fmt(delta),
-            f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}",
-        )
-    avg = comparison["average"]
-    delta = None if avg["base"] is None or avg["culturespa"] is None else avg["culturespa"] - avg["base"]
-    table.add_row("average", _fmt(avg["base"]), _fmt(avg["culturespa"]), _fmt(delta), "")
+        return [
+            with_interval(row["base"], row.get("base_lo"), row.get("base_hi")),
+            with_interval(row["culturespa"], row.get("culturespa_lo"), row.get("culturespa_hi")),
+            with_interval(delta, row.get("delta_lo"), row.get("delta_hi"), signed=True),
+            "-" if row.get("p") is None else f"{row['p']:.3f}",
+        ]
+
+    for row in comparison["cultures"]:
+        table.add_row(row["culture"], *cells(row), f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}")
+    table.add_row("average", *cells(comparison["average"]), "")
     console.print(table)
+    if comparison.get("uncertainty", {}).get("p_value"):
+        console.print(f"p: {comparison['uncertainty']['p_value']} test of no difference (evaluate/README.md)")
     if comparison.get("references"):
         from culturespa.evaluate.references import describe
 
@@ -365,12 +379,19 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
     try:
         import wandb
 
-        columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total"]
-        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in comparison["cultures"]])
+        from culturespa.evaluate.comparison import ADDED_KEYS
+
+        columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total", *ADDED_KEYS]
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in comparison["cultures"]])
         run.log({"comparison": table})
         run.summary.update(
             {"average/base": comparison["average"]["base"], "average/culturespa": comparison["average"]["culturespa"]}
         )
+        # Error bars: average/<key> and delta/<CODE>(_lo|_hi), p/<CODE> (absent when no answers could be read).
+        run.summary.update({f"average/{k}": comparison["average"].get(k) for k in ADDED_KEYS})
+        for r in comparison["cultures"]:
+            run.summary.update({f"delta/{r['culture']}{s}": r.get(f"delta{s}") for s in ("", "_lo", "_hi")})
+            run.summary[f"p/{r['culture']}"] = r.get("p")
         run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
     finally:
         finish_run(run)

@@ -1,0 +1,86 @@
+"""Base vs CultureSPA from two evaluation folders: the paired bootstrap of :mod:`culturespa.evaluate.uncertainty`
+on the per-question answers each evaluation stored (``<folder>/answers/{prompt}_{CODE}.jsonl``, or
+``{prompt}.jsonl`` when the prompt names no culture), rescored against the survey exactly as ``alignment.json`` was.
+
+Used by the pipeline (``comparison.json``) and by the over-seeds summary (:mod:`culturespa.evaluate.seeds`), which
+finds the folders through ``comparison.json``'s ``files``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from culturespa.data.jsonl import read_jsonl
+from culturespa.data.survey import WVSData
+from culturespa.errors import CultureSPAError
+from culturespa.evaluate.scoring import items_by_culture
+from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, paired_comparison
+
+log = logging.getLogger(__name__)
+
+ANSWERS_DIR = "answers"
+# The keys a comparison row (and its average) gains; "base"/"culturespa" themselves stay the alignment.json scores.
+ADDED_KEYS = ("base_lo", "base_hi", "culturespa_lo", "culturespa_hi", "delta", "delta_lo", "delta_hi", "p")
+
+
+def load_answers(folder: str | Path, prompt: str, cultures: Sequence[str]) -> dict[str | None, list[dict[str, Any]]]:
+    """The answer records an evaluation left in ``folder``: one file per culture, else one shared file (under None)."""
+    answers_dir = Path(folder) / ANSWERS_DIR
+    per_culture = {code: answers_dir / f"{prompt}_{code}.jsonl" for code in cultures}
+    if all(path.is_file() for path in per_culture.values()):
+        return {code: read_jsonl(path) for code, path in per_culture.items()}
+    shared = answers_dir / f"{prompt}.jsonl"
+    if shared.is_file():
+        return {None: read_jsonl(shared)}
+    missing = [p.name for p in per_culture.values() if not p.is_file()]
+    raise CultureSPAError(f"{answers_dir}: no per-question answers ({', '.join(missing)} or {shared.name} missing)")
+
+
+def paired_tables(
+    base_dir: str | Path, tuned_dir: str | Path, prompt: str, cultures: Sequence[str], wvs: WVSData
+) -> tuple[ScoreTable, ScoreTable]:
+    """Both systems' :class:`ScoreTable` over the same questions (those either one answered, in survey order)."""
+    answers = [load_answers(d, prompt, cultures) for d in (base_dir, tuned_dir)]
+    asked = {str(r["id"]) for a in answers for records in a.values() for r in records}
+    questions = [q for q in wvs.eval_questions if q.id in asked]
+    order = [q.id for q in questions]
+    base, tuned = (ScoreTable.from_items(items_by_culture(a, questions, wvs, cultures), order) for a in answers)
+    return base, tuned
+
+
+def compare_folders(
+    base_dir: str | Path,
+    tuned_dir: str | Path,
+    prompt: str,
+    cultures: Sequence[str],
+    wvs: WVSData,
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """:func:`paired_comparison` of the two evaluations (per culture, average, ``p_method``)."""
+    return paired_comparison(*paired_tables(base_dir, tuned_dir, prompt, cultures, wvs), settings)
+
+
+def attach_comparison(
+    comparison: dict[str, Any], base_dir: str | Path, tuned_dir: str | Path, wvs: WVSData, settings: BootstrapSettings
+) -> dict[str, Any]:
+    """Add intervals, the paired difference and its p-value to a pipeline ``comparison`` (its ``cultures`` rows and
+    ``average``) plus an ``uncertainty`` block; when the answers cannot be read, say so there and add nothing else."""
+    cultures = [row["culture"] for row in comparison["cultures"]]
+    try:
+        found = compare_folders(base_dir, tuned_dir, comparison["prompt"], cultures, wvs, settings)
+    except CultureSPAError as err:
+        log.warning("comparison without intervals: %s", err)
+        comparison["uncertainty"] = {"error": str(err)}
+        return comparison
+    for row in comparison["cultures"]:
+        row.update({k: found["cultures"][row["culture"]][k] for k in ADDED_KEYS})
+    comparison["average"].update({k: found["average"][k] for k in ADDED_KEYS})
+    comparison["uncertainty"] = {
+        **settings.describe(),
+        "p_value": found["p_method"],
+        "resampled": "questions and runs, the same for both systems (paired)",
+    }
+    return comparison
