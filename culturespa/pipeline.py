@@ -343,10 +343,13 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     from culturespa.evaluate.report import with_interval
 
     level = (comparison.get("uncertainty") or {}).get("confidence")
-    ci = f" [{level:.0%} CI]" if level else ""
-    table = Table(title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA")
-    for column in ("culture", f"base{ci}", f"CultureSPA{ci}", f"Δ{ci}", "p", "valid (base/CSPA)"):
-        table.add_column(column, justify="right")
+    caption = f"[{level:.0%} CI], paired: same questions and runs for both" if level else None
+    table = Table(
+        title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA",
+        caption=caption,
+    )
+    for column in ("culture", "base", "CultureSPA", "Δ", "p", "valid (base/CSPA)"):
+        table.add_column(column, justify="right", no_wrap=column != "valid (base/CSPA)")
 
     def cells(row: dict[str, Any]) -> list[str]:
         delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
@@ -360,7 +363,7 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     for row in comparison["cultures"]:
         table.add_row(row["culture"], *cells(row), f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}")
     table.add_row("average", *cells(comparison["average"]), "")
-    console.print(table)
+    Console(width=max(console.width, 116)).print(table)  # intervals unwrapped even in an 80-column log
     if comparison.get("uncertainty", {}).get("p_value"):
         console.print(f"p: {comparison['uncertainty']['p_value']} test of no difference (evaluate/README.md)")
     if comparison.get("references"):
