@@ -201,3 +201,55 @@ def test_evaluate_writes_intervals(make_cfg) -> None:  # noqa: ANN001
     assert result["average_lo"] <= result["average"] <= result["average_hi"]
     assert result["uncertainty"]["samples"] == 200 and result["uncertainty"]["questions"] == 8
     assert summary["average_ci"] == [result["average_lo"], result["average_hi"]]
+
+
+class _Run:
+    """Stands in for a W&B run: records the summary and what was logged."""
+
+    def __init__(self) -> None:
+        self.summary: dict = {}
+        self.logged: dict = {}
+
+    def log(self, data: dict) -> None:
+        self.logged.update(data)
+
+    def finish(self) -> None:
+        pass
+
+
+def test_wandb_summaries_carry_error_bars(make_cfg, monkeypatch) -> None:  # noqa: ANN001
+    from culturespa.evaluate.report import log_results
+    from culturespa.pipeline import _log_comparison
+
+    row = {"score": 40.0, "score_lo": 38.5, "score_hi": 41.5, "valid": 9, "total": 10, "invalid": 1}
+    results = {
+        "cultures": {"USA": {**row, "js_similarity": 0.5, "topics": {}}},
+        "average": 40.0,
+        "average_lo": 38.5,
+        "average_hi": 41.5,
+    }
+    run = _Run()
+    log_results(run, results)
+    assert run.summary["alignment/USA_lo"] == 38.5 and run.summary["alignment/USA_hi"] == 41.5
+    assert run.summary["alignment/average_lo"] == 38.5 and run.summary["alignment/average_hi"] == 41.5
+    assert {"score_lo", "score_hi"} <= set(run.logged["alignment/cultures"].columns)
+
+    pipeline_run = _Run()
+    monkeypatch.setattr("culturespa.utils.tracking.start_run", lambda *a, **k: pipeline_run)
+    keys = {"base": 40.0, "culturespa": 39.0, "base_lo": 38.0, "base_hi": 42.0, "culturespa_lo": 37.0}
+    keys.update({"culturespa_hi": 41.0, "delta": -1.0, "delta_lo": -2.0, "delta_hi": -0.1, "p": 0.03})
+    culture = {"culture": "USA", "base_valid": 9, "culturespa_valid": 10, "total": 10, **keys}
+    _log_comparison(make_cfg("pipeline"), {"cultures": [culture], "average": dict(keys), "references": {}})
+    assert pipeline_run.summary["average/delta_lo"] == -2.0 and pipeline_run.summary["average/p"] == 0.03
+    assert pipeline_run.summary["delta/USA_hi"] == -0.1 and pipeline_run.summary["p/USA"] == 0.03
+
+
+def test_bootstrap_settings_do_not_change_the_evaluation_stage(make_cfg) -> None:  # noqa: ANN001
+    from culturespa.pipeline import stage_hash
+
+    plain = stage_hash(make_cfg("pipeline"), "evaluate")
+    assert (
+        stage_hash(make_cfg("pipeline", ["eval.bootstrap.samples=50", "eval.bootstrap.method=bca"]), "evaluate")
+        == plain
+    )
+    assert stage_hash(make_cfg("pipeline", ["eval.limit=5"]), "evaluate") != plain
