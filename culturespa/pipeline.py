@@ -343,7 +343,7 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     from culturespa.evaluate.report import with_interval
 
     level = (comparison.get("uncertainty") or {}).get("confidence")
-    caption = f"[{level:.0%} CI], paired: same questions and runs for both" if level else None
+    caption = f"[{level * 100:g}% CI], paired: same questions and runs for both" if level else None
     table = Table(
         title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA",
         caption=caption,

@@ -35,7 +35,7 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
     from rich.table import Table
 
     level = (results.get("uncertainty") or {}).get("confidence")
-    score_column = f"score % [{level:.0%} CI]" if level else "score %"
+    score_column = f"score % [{level * 100:g}% CI]" if level else "score %"
     table = Table(title=title)
     for column in ("culture", score_column, "valid/total", "JS similarity"):
         table.add_column(column, justify="left" if column == "culture" else "right")

@@ -198,7 +198,7 @@ def markdown(summary: dict[str, Any]) -> str:
     (when :func:`add_uncertainty` ran), runs improved, per-run differences."""
     n = len(summary["runs"])
     about = summary.get("uncertainty")
-    level = f"{about['confidence']:.0%} CI" if about else ""
+    level = f"{about['confidence'] * 100:g}% CI" if about else ""
     lines = [
         f"| culture | base {summary['prompt'].upper()} | CultureSPA | difference |"
         + (f" {level} | p |" if about else "")
@@ -230,11 +230,11 @@ def markdown(summary: dict[str, Any]) -> str:
 def _describe_uncertainty(about: dict[str, Any], n: int) -> str:
     if "fallback_reason" in about:
         return (
-            f"{about['confidence']:.0%} CI: {about['method']}; p: {about['p_value']} "
+            f"{about['confidence'] * 100:g}% CI: {about['method']}; p: {about['p_value']} "
             f"(per-question answers unavailable: {about['fallback_reason']})"
         )
     return (
-        f"{about['confidence']:.0%} CI: {about['method']} bootstrap over {about['resampled']} "
+        f"{about['confidence'] * 100:g}% CI: {about['method']} bootstrap over {about['resampled']} "
         f"({about['samples']} resamples, {n} seeds × {about['questions']} questions, seed {about['seed']}); "
         "p: two-sided bootstrap test of no difference"
     )
