@@ -324,10 +324,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
 def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -340,32 +336,9 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     for stage in stages:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)
-    from culturespa.evaluate.report import with_interval
+    from culturespa.evaluate.comparison import print_comparison
 
-    level = (comparison.get("uncertainty") or {}).get("confidence")
-    caption = f"[{level * 100:g}% CI], paired: same questions and runs for both" if level else None
-    table = Table(
-        title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA",
-        caption=caption,
-    )
-    for column in ("culture", "base", "CultureSPA", "Δ", "p", "valid (base/CSPA)"):
-        table.add_column(column, justify="right", no_wrap=column != "valid (base/CSPA)")
-
-    def cells(row: dict[str, Any]) -> list[str]:
-        delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
-        return [
-            with_interval(row["base"], row.get("base_lo"), row.get("base_hi")),
-            with_interval(row["culturespa"], row.get("culturespa_lo"), row.get("culturespa_hi")),
-            with_interval(delta, row.get("delta_lo"), row.get("delta_hi"), signed=True),
-            "-" if row.get("p") is None else f"{row['p']:.3f}",
-        ]
-
-    for row in comparison["cultures"]:
-        table.add_row(row["culture"], *cells(row), f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}")
-    table.add_row("average", *cells(comparison["average"]), "")
-    Console(width=max(console.width, 116)).print(table)  # intervals unwrapped even in an 80-column log
-    if comparison.get("uncertainty", {}).get("p_value"):
-        console.print(f"p: {comparison['uncertainty']['p_value']} test of no difference (evaluate/README.md)")
+    print_comparison(comparison, console)
     if comparison.get("references"):
         from culturespa.evaluate.references import describe
 
@@ -382,7 +355,7 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
     try:
         import wandb
 
-        from culturespa.evaluate.comparison import ADDED_KEYS
+        from culturespa.evaluate.comparison import ADDED_KEYS, log_uncertainty
 
         columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total", *ADDED_KEYS]
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in comparison["cultures"]])
@@ -390,11 +363,7 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
         run.summary.update(
             {"average/base": comparison["average"]["base"], "average/culturespa": comparison["average"]["culturespa"]}
         )
-        # Error bars: average/<key> and delta/<CODE>(_lo|_hi), p/<CODE> (absent when no answers could be read).
-        run.summary.update({f"average/{k}": comparison["average"].get(k) for k in ADDED_KEYS})
-        for r in comparison["cultures"]:
-            run.summary.update({f"delta/{r['culture']}{s}": r.get(f"delta{s}") for s in ("", "_lo", "_hi")})
-            run.summary[f"p/{r['culture']}"] = r.get("p")
+        log_uncertainty(run, comparison)
         run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
     finally:
         finish_run(run)

@@ -253,3 +253,21 @@ def test_bootstrap_settings_do_not_change_the_evaluation_stage(make_cfg) -> None
         == plain
     )
     assert stage_hash(make_cfg("pipeline", ["eval.limit=5"]), "evaluate") != plain
+
+
+def test_printed_tables_show_intervals(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from culturespa.evaluate.comparison import print_comparison
+    from culturespa.evaluate.report import print_table
+
+    row = {"score": 40.07, "score_lo": 38.9, "score_hi": 41.2, "valid": 9, "total": 10, "js_similarity": 0.5}
+    print_table({"cultures": {"USA": row}, "average": 40.07, "average_lo": 38.9, "average_hi": 41.2})
+    keys = {"base": 40.07, "culturespa": 38.8, "base_lo": 38.9, "base_hi": 41.2, "culturespa_lo": 37.5}
+    keys.update({"culturespa_hi": 40.1, "delta_lo": -2.1, "delta_hi": -0.4, "p": 0.004})
+    culture = {"culture": "USA", "base_valid": 9, "culturespa_valid": 10, "total": 10, **keys}
+    comparison = {"model": "m", "prompt": "p1", "cultures": [culture], "average": keys}
+    print_comparison({**comparison, "uncertainty": {"confidence": 0.9, "p_value": "permutation"}}, Console())
+    out = capsys.readouterr().out
+    assert out.count("40.07 [38.90, 41.20]") == 4 and "-1.27 [-2.10, -0.40]" in out and "0.004" in out
+    assert "[90% CI]" in out and "permutation test" in out

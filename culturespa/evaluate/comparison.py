@@ -84,3 +84,47 @@ def attach_comparison(
         "resampled": "questions and runs, the same for both systems (paired)",
     }
     return comparison
+
+
+def print_comparison(comparison: dict[str, Any], console: Any) -> None:
+    """The terminal table: base, CultureSPA and Δ each as ``40.07 [38.90, 41.20]``, the p-value, valid answers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from culturespa.evaluate.report import with_interval
+
+    about = comparison.get("uncertainty") or {}
+    level = about.get("confidence")
+    table = Table(
+        title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA",
+        caption=f"[{level * 100:g}% CI], paired: same questions and runs for both" if level else None,
+    )
+    for column in ("culture", "base", "CultureSPA", "Δ", "p", "valid (base/CSPA)"):
+        table.add_column(column, justify="right", no_wrap=column != "valid (base/CSPA)")
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
+        return [
+            with_interval(row["base"], row.get("base_lo"), row.get("base_hi")),
+            with_interval(row["culturespa"], row.get("culturespa_lo"), row.get("culturespa_hi")),
+            with_interval(delta, row.get("delta_lo"), row.get("delta_hi"), signed=True),
+            "-" if row.get("p") is None else f"{row['p']:.3f}",
+        ]
+
+    for row in comparison["cultures"]:
+        table.add_row(row["culture"], *cells(row), f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}")
+    table.add_row("average", *cells(comparison["average"]), "")
+    Console(width=max(console.width, 116)).print(table)  # intervals unwrapped even in an 80-column log
+    if about.get("p_value"):
+        console.print(f"p: {about['p_value']} test of no difference (culturespa/evaluate/README.md)")
+    elif about.get("error"):
+        console.print(f"no intervals: {about['error']}")
+
+
+def log_uncertainty(run: Any, comparison: dict[str, Any]) -> None:
+    """W&B summary keys for error bars: ``average/{base,culturespa,delta}_{lo,hi}``, ``average/delta``,
+    ``average/p``, and per culture ``delta/{CODE}``, ``delta/{CODE}_lo``, ``delta/{CODE}_hi``, ``p/{CODE}``."""
+    run.summary.update({f"average/{k}": comparison["average"].get(k) for k in ADDED_KEYS})
+    for row in comparison["cultures"]:
+        run.summary.update({f"delta/{row['culture']}{s}": row.get(f"delta{s}") for s in ("", "_lo", "_hi")})
+        run.summary[f"p/{row['culture']}"] = row.get("p")
