@@ -62,6 +62,7 @@ _PATH_KEYS = {
     "shard",
     "accelerator",  # sft.accelerator: where training runs, not what it trains
     "precision",  # sft.precision: hashed as trainer.precision
+    "bootstrap",  # intervals only: the comparison recomputes them from the stored answers, no need to re-answer
 }
 
 
@@ -306,6 +307,12 @@ class Pipeline:
             "files": {s.name: str(s.folder) for s in self.stages},
             "recomputed": [s.name for s in self.stages if s.ran],
         }
+        from culturespa.data.survey import WVSData
+        from culturespa.evaluate.comparison import attach_comparison
+        from culturespa.evaluate.uncertainty import BootstrapSettings
+
+        wvs = WVSData.load(self.cfg.paths.wvs_dir)
+        attach_comparison(comparison, base_file.parent, tuned_file.parent, wvs, BootstrapSettings.from_config(self.cfg))
         out = self.root / "runs" / slug(run_name(self.cfg), 100) / "comparison.json"
         write_json(out, comparison)
         comparison["comparison_file"] = str(out)
@@ -316,10 +323,6 @@ class Pipeline:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.2f}"
 
 
 def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
@@ -334,22 +337,9 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     for stage in stages:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)
-    table = Table(title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA")
-    for column in ("culture", "base", "CultureSPA", "Δ", "valid (base/CSPA)"):
-        table.add_column(column, justify="right")
-    for row in comparison["cultures"]:
-        delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
-        table.add_row(
-            row["culture"],
-            _fmt(row["base"]),
-            _fmt(row["culturespa"]),
-            _fmt(delta),
-            f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}",
-        )
-    avg = comparison["average"]
-    delta = None if avg["base"] is None or avg["culturespa"] is None else avg["culturespa"] - avg["base"]
-    table.add_row("average", _fmt(avg["base"]), _fmt(avg["culturespa"]), _fmt(delta), "")
-    console.print(table)
+    from culturespa.evaluate.comparison import print_comparison
+
+    print_comparison(comparison, console)
     if comparison.get("references"):
         from culturespa.evaluate.references import describe
 
@@ -366,12 +356,15 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
     try:
         import wandb
 
-        columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total"]
-        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in comparison["cultures"]])
+        from culturespa.evaluate.comparison import ADDED_KEYS, log_uncertainty
+
+        columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total", *ADDED_KEYS]
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in comparison["cultures"]])
         run.log({"comparison": table})
         run.summary.update(
             {"average/base": comparison["average"]["base"], "average/culturespa": comparison["average"]["culturespa"]}
         )
+        log_uncertainty(run, comparison)
         run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
     finally:
         finish_run(run)

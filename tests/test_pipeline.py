@@ -54,6 +54,12 @@ def test_smoke_pipeline_runs_then_reuses_every_stage(make_cfg, tmp_path: Path) -
     refs = comparison["references"]
     assert set(refs) == {"first_option", "middle_option", "uniform_random", "culture_blind"}
     assert all(0 < v < 100 for v in refs.values())
+    # Paired intervals and p from the stored answers (same questions, both systems).
+    for block in [*comparison["cultures"], comparison["average"]]:
+        assert block["base_lo"] <= block["base"] <= block["base_hi"]
+        assert block["delta"] == pytest.approx(block["culturespa"] - block["base"], abs=1e-9)
+        assert block["delta_lo"] <= block["delta"] <= block["delta_hi"] and 0 < block["p"] <= 1
+    assert comparison["uncertainty"]["p_value"] == "permutation"
     files = first["files"]
     assert (Path(files["filter-pool"]) / "filtered.jsonl").exists()
     assert (Path(files["answers"]) / "questions" / "filter.jsonl").exists()

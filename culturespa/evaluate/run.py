@@ -60,6 +60,9 @@ def _setting(cfg: DictConfig, source: str, adapter: str | None) -> dict[str, Any
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured suite; returns output paths and headline numbers."""
     cultures = validate_config(cfg)
+    from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
+
+    bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before any model work
     suite = str(cfg.eval.suite)
     out_dir = Path(str(cfg.eval.output_dir))
     if suite == "general":
@@ -93,9 +96,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from culturespa.evaluate.references import averages, reference_scores
     from culturespa.evaluate.report import log_results, print_table, write_results
-    from culturespa.evaluate.scoring import relation_matrix, score_all
+    from culturespa.evaluate.scoring import items_by_culture, relation_matrix, score_all
 
     results = score_all(answers, questions, wvs, cultures)
+    table = ScoreTable.from_items(items_by_culture(answers, questions, wvs, cultures), [q.id for q in questions])
+    attach_intervals(results, table, bootstrap)
     results["references"] = reference_scores(wvs, questions, cultures)
     results["setting"] = setting
     for code in results["unscored"]:
@@ -105,6 +110,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "alignment": str(path),
         "average": results["average"],
+        "average_ci": [results["average_lo"], results["average_hi"]],
         "js_similarity_average": results["js_similarity_average"],
         "scores": {c: r["score"] for c, r in results["cultures"].items()},
         "references": averages(results["references"]),

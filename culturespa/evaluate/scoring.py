@@ -65,6 +65,18 @@ def score_culture(
     return culture_report(items, survey, model_distributions(records))
 
 
+def items_by_culture(
+    answers: Mapping[str | None, Sequence[dict[str, Any]]],
+    questions: Sequence[Question],
+    wvs: WVSData,
+    cultures: Sequence[str],
+) -> dict[str, list[Item]]:
+    """Each culture's scorable items (its own answers, or the shared ones under None), as :func:`score_all` scores
+    them: what the bootstrap in :mod:`culturespa.evaluate.uncertainty` resamples."""
+    by_id = {q.id: q for q in questions}
+    return {c: items_for(answers[c] if c in answers else answers[None], by_id, wvs, c) for c in cultures}
+
+
 def score_all(
     answers: Mapping[str | None, Sequence[dict[str, Any]]],
     questions: Sequence[Question],

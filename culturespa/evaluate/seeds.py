@@ -2,8 +2,11 @@
 
 One pipeline run writes ``outputs/pipeline/runs/<name>/comparison.json``; a seed sweep writes one per seed. A single
 seed says little at this scale (sampled answers, a few hundred pairs), so results are reported over seeds: per culture
-and for the WVS average, base and CultureSPA scores and their difference as mean ± sample standard deviation, plus how
-many seeds improved.
+and for the WVS average, base and CultureSPA scores and their difference as mean ± sample standard deviation, how
+many seeds improved, and the difference's confidence interval and p-value from a bootstrap that resamples seeds and
+questions together (:func:`culturespa.evaluate.uncertainty.over_seeds`), on the per-question answers found through
+each comparison's ``files`` (``eval-base``, ``eval-culturespa``). When those answers are missing (folders moved or
+deleted), the interval falls back to a t interval over the per-seed differences and says so.
 
 Run: ``python -m culturespa.evaluate.seeds outputs/pipeline/runs/*small_cpu,seed=* [--markdown FILE] [--json FILE]``.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 from collections.abc import Sequence
@@ -21,6 +25,9 @@ from typing import Any
 from culturespa.data.jsonl import write_json, write_text
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.references import describe
+from culturespa.evaluate.uncertainty import BootstrapSettings
+
+log = logging.getLogger(__name__)
 
 COMPARISON_FILE = "comparison.json"
 
@@ -108,31 +115,129 @@ def summarise(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _uncertainty(
+    comparisons: Sequence[dict[str, Any]], cultures: list[str], settings: BootstrapSettings, data_dir: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The crossed seeds × questions bootstrap (``found``, per culture and average) and how it was made; ``found`` is
+    None, with the reason in the description, when some run's per-question answers cannot be read."""
+    from culturespa.data.survey import WVSData
+    from culturespa.evaluate.comparison import paired_tables
+    from culturespa.evaluate.uncertainty import over_seeds
+
+    try:
+        wvs = WVSData.load(data_dir)
+        pairs = []
+        for c in comparisons:
+            files = c.get("files") or {}
+            if "eval-base" not in files or "eval-culturespa" not in files:
+                raise CultureSPAError(f"{c['_file']}: no 'files' entry for eval-base / eval-culturespa")
+            pairs.append(paired_tables(files["eval-base"], files["eval-culturespa"], c["prompt"], cultures, wvs))
+        questions = {p[0].questions for p in pairs}
+        if len(questions) > 1:
+            raise CultureSPAError("the runs were evaluated on different questions (eval.limit?)")
+    except (CultureSPAError, OSError) as err:
+        reason = " ".join(str(err).split())
+        log.warning("per-question answers unavailable (%s): t interval over seeds instead", reason)
+        about = {"method": "t interval over seeds (questions not resampled)", "confidence": settings.confidence}
+        return {**about, "p_value": "one-sample t-test over seeds", "fallback_reason": reason}, None
+    found = over_seeds(pairs, settings)
+    about = {
+        **settings.describe(),
+        "method": "percentile",
+        "p_value": "bootstrap",
+        "resampled": found["resampled"],
+        "questions": len(next(iter(questions))),
+    }
+    return about, found
+
+
+def _t_interval(values: list[float], confidence: float) -> dict[str, Any]:
+    """Fallback without per-question answers: mean ± t · sd / √n over the seeds, and the one-sample t-test's p."""
+    from scipy import stats
+
+    if len(values) < 2 or statistics.stdev(values) == 0.0:
+        return {"lo": None, "hi": None, "p": None}
+    mean, sem = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, len(values) - 1)) * sem
+    return {"lo": mean - half, "hi": mean + half, "p": float(stats.ttest_1samp(values, 0.0).pvalue)}
+
+
+def add_uncertainty(
+    summary: dict[str, Any],
+    comparisons: Sequence[dict[str, Any]],
+    settings: BootstrapSettings | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Add ``lo``/``hi`` to each ``base``/``culturespa``/``delta`` spread and a ``p`` to each block of a
+    :func:`summarise` result, plus the ``uncertainty`` block naming the method (bootstrap or the t fallback)."""
+    settings = settings or BootstrapSettings()
+    about, found = _uncertainty(comparisons, list(summary["cultures"]), settings, data_dir)
+    summary["uncertainty"] = about
+    blocks = {**summary["cultures"], "average": summary["average"]}
+    for name, block in blocks.items():
+        if found is not None:
+            ci = found["average"] if name == "average" else found["cultures"][name]
+            for key in ("base", "culturespa", "delta"):
+                block[key]["lo"], block[key]["hi"] = ci[f"{key}_lo"], ci[f"{key}_hi"]
+            block["p"] = ci["p"]
+        else:
+            for key in ("base", "culturespa"):
+                block[key]["lo"] = block[key]["hi"] = None
+            t = _t_interval(block["delta"]["values"], settings.confidence)
+            block["delta"]["lo"], block["delta"]["hi"], block["p"] = t["lo"], t["hi"], t["p"]
+    return summary
+
+
 def _pm(spread: dict[str, Any], signed: bool = False) -> str:
     mean = f"{spread['mean']:+.2f}" if signed else f"{spread['mean']:.2f}"
     return mean if spread["sd"] is None else f"{mean} ± {spread['sd']:.2f}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """A table: culture, base, CultureSPA, difference (mean ± sd over runs), runs improved, per-run differences."""
+    """A table: culture, base, CultureSPA, difference (mean ± sd over runs), the difference's interval and p-value
+    (when :func:`add_uncertainty` ran), runs improved, per-run differences."""
     n = len(summary["runs"])
+    about = summary.get("uncertainty")
+    level = f"{about['confidence'] * 100:g}% CI" if about else ""
     lines = [
-        f"| culture | base {summary['prompt'].upper()} | CultureSPA | difference | improved | per run |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        f"| culture | base {summary['prompt'].upper()} | CultureSPA | difference |"
+        + (f" {level} | p |" if about else "")
+        + " improved | per run |",
+        "| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if about else "") + " ---: | --- |",
     ]
 
     def row(name: str, block: dict[str, Any]) -> str:
         per_run = ", ".join(f"{d:+.2f}" for d in block["delta"]["values"])
+        extra = ""
+        if about:
+            lo, hi, p = block["delta"].get("lo"), block["delta"].get("hi"), block.get("p")
+            extra = " — |" if lo is None else f" [{lo:+.2f}, {hi:+.2f}] |"
+            extra += " — |" if p is None else f" {p:.3f} |"
         return (
-            f"| {name} | {_pm(block['base'])} | {_pm(block['culturespa'])} | {_pm(block['delta'], signed=True)} "
-            f"| {block['improved']}/{n} | {per_run} |"
+            f"| {name} | {_pm(block['base'])} | {_pm(block['culturespa'])} | {_pm(block['delta'], signed=True)} |"
+            f"{extra} {block['improved']}/{n} | {per_run} |"
         )
 
     lines += [row(code, block) for code, block in summary["cultures"].items()]
     lines.append(row("**average**", summary["average"]))
+    if about:
+        lines += ["", _describe_uncertainty(about, n)]
     if summary.get("references"):
         lines += ["", describe(summary["references"])]
     return "\n".join(lines)
+
+
+def _describe_uncertainty(about: dict[str, Any], n: int) -> str:
+    if "fallback_reason" in about:
+        return (
+            f"{about['confidence'] * 100:g}% CI: {about['method']}; p: {about['p_value']} "
+            f"(per-question answers unavailable: {about['fallback_reason']})"
+        )
+    return (
+        f"{about['confidence'] * 100:g}% CI: {about['method']} bootstrap over {about['resampled']} "
+        f"({about['samples']} resamples, {n} seeds × {about['questions']} questions, seed {about['seed']}); "
+        "p: two-sided bootstrap test of no difference"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -140,8 +245,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("runs", nargs="+", help="run folders (outputs/pipeline/runs/<name>) or comparison.json files")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--json", help="also write the summary to this JSON file")
+    parser.add_argument("--samples", type=int, default=BootstrapSettings.samples, help="bootstrap resamples")
+    parser.add_argument("--confidence", type=float, default=BootstrapSettings.confidence)
+    parser.add_argument("--seed", type=int, default=BootstrapSettings.seed, help="the bootstrap's seed")
+    parser.add_argument("--data-dir", help="reference data (default: data/), to rescore the stored answers")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    summary = summarise([load_comparison(p) for p in args.runs])
+    comparisons = [load_comparison(p) for p in args.runs]
+    summary = summarise(comparisons)
+    settings = BootstrapSettings(samples=args.samples, confidence=args.confidence, seed=args.seed)
+    add_uncertainty(summary, comparisons, settings, args.data_dir)
     table = markdown(summary)
     print(f"{summary['model']}, prompt {summary['prompt']}, {len(summary['runs'])} runs (mean ± sd)\n{table}")
     if args.markdown:
