@@ -27,6 +27,7 @@ from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
+from culturespa.generate.noise import sample_runs
 from culturespa.generate.pool import load_questions
 from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
@@ -56,13 +57,13 @@ def load_answer_questions(cfg: DictConfig, wvs: WVSData | None) -> list[Question
     return first_n(questions, cfg, "answers.limit")
 
 
-def to_record(res: Any, question: Question, setting: str, culture: str | None) -> dict[str, Any]:
+def to_record(res: Any, question: Question, setting: str, culture: str | None, run: int = 0) -> dict[str, Any]:
     dist = None if res.distribution is None else {str(k): float(v) for k, v in res.distribution.items()}
     return {
         "id": question.id,
         "culture": culture,
         "setting": setting,
-        "run": 0,
+        "run": run,
         "raw": res.text,
         "answer": res.answer,
         "valid": bool(res.valid),
@@ -99,6 +100,7 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     wvs = WVSData.load(cfg.paths.wvs_dir) if need_wvs else None
     questions = load_answer_questions(cfg, wvs)
     targets: list[str | None] = [None] if setting == "unaware" else list(cultures)
+    runs = sample_runs(cfg, setting)  # k samples (x (1 + noise replicates) unaware) per question when sampling
     similar = {c: similar_cultures(wvs, c, n_similar) for c in targets if setting == "cct" and c is not None}
     builder.system_prompt(setting, targets[0], *similar.get(targets[0], ((), ())))  # template errors before loading
 
@@ -114,7 +116,7 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     for culture in targets:
         path = answers_file(folder, setting, culture)
         fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
-        keys = {f"{q.id}|{culture}|0": q.to_record() for q in questions}
+        keys = {f"{q.id}|{culture}|{r}": q.to_record() for r in range(runs) for q in questions}  # run-major
         action = outputs.prepare(path, fp, outputs.overwrite_requested(cfg))
         if action == "skip" and {answer_key(r) for _, r in iter_jsonl(path)} != set(keys):
             action = "extend"
@@ -160,11 +162,13 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
                 reused,
             )
             bar = tqdm(total=len(order), initial=len(order) - len(todo_keys), desc=f"answers {label}", unit="q")
+            n = len(questions)
             try:
-                for start in range(0, len(order), chunk):
-                    # fixed chunks by question position: a resumed chunk is recomputed whole, in the same batches
-                    # as in an uninterrupted run, so its answers are bitwise the same (logprob/greedy)
-                    members = order[start : start + chunk]
+                for start in (r * n + i for r in range(runs) for i in range(0, n, chunk)):
+                    # fixed chunks by question position within each run (sample): a resumed chunk is recomputed
+                    # whole, in the same batches as in an uninterrupted run, so its answers are bitwise the same
+                    # (logprob/greedy); run 0 is batched exactly as when one sample was asked for
+                    members = order[start : min(start + chunk, (start // n + 1) * n)]
                     if all(k in store.records for k in members):
                         continue
                     requests = [
@@ -177,7 +181,9 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
                     ]
                     for results in engine.answer(requests, decoding, seed=int(cfg.seed)):
                         new = [r for r in results if r.key not in store.records]
-                        store.append_many(to_record(r, by_key[r.key], setting, culture) for r in new)
+                        store.append_many(
+                            to_record(r, by_key[r.key], setting, culture, int(r.key.rsplit("|", 1)[1])) for r in new
+                        )
                         answered += len(new)
                         bar.update(len(new))
                         for r in results[: max(0, SAMPLE_ROWS - len(samples))]:
@@ -186,7 +192,7 @@ def run_answers(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
                 bar.close()
                 store.close()
             final = store.finish(order=list(keys))
-            outputs.mark(path, fp, complete=True, n=len(final))
+            outputs.mark(path, fp, complete=True, n=len(final), decoding=decoding.mode, runs=runs)
             invalid = sum(not r["valid"] for r in final)
             summary["invalid"][label] = invalid
             log.info("answers: %s: %d answers, %d invalid", path, len(final), invalid)
