@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import fisher_exact
 
+from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.generate import criteria, noise
 from culturespa.generate.pairs import Rule, null_rates
@@ -233,6 +234,19 @@ def test_sample_runs_and_pipeline_hashes(make_cfg) -> None:
     assert stage_hash(logprob[0], "pairs", ["a"]) != stage_hash(logprob[1], "pairs", ["a"])
     alpha = make_cfg("pipeline", [*base, "decoding=sample", "data.alpha=0.01"])
     assert stage_hash(sampled, "pairs", ["a"]) != stage_hash(alpha, "pairs", ["a"])
+
+
+def test_small_cpu_measurement_shares_answers_between_criteria(make_cfg) -> None:
+    """docs/noise.md's issue-11 command: the paper's rule and majority on the same k = 5 answers."""
+    runs = [make_cfg("pipeline", ["experiment=small_cpu", "data.samples=5", f"data.criterion={c}"]) for c in CRIT]
+    for cfg in runs:
+        validate_config(cfg)
+        assert noise.sample_runs(cfg, "unaware") == 10 and noise.sample_runs(cfg, "aware") == 5
+    assert stage_hash(runs[0], "answers", ["f"]) == stage_hash(runs[1], "answers", ["f"])
+    assert stage_hash(runs[0], "pairs", ["a"]) != stage_hash(runs[1], "pairs", ["a"])
+
+
+CRIT = ("answer", "majority")
 
 
 TINY = [
