@@ -189,6 +189,10 @@ def test_majority_config_errors(make_cfg, tmp_path: Path) -> None:
         generate(_cfg(make_cfg, tmp_path, "decoding=logprob", "data.criterion=majority", "data.samples=5"))
     with pytest.raises(CultureSPAError, match="data.noise_replicates>=1"):
         generate(_cfg(make_cfg, tmp_path, "decoding=sample", "data.criterion=distribution", "data.noise_replicates=0"))
+    with pytest.raises(CultureSPAError, match=r"aware_USA.jsonl: holds 5 sample\(s\).*data.samples=6"):
+        generate(
+            _cfg(make_cfg, tmp_path, "decoding=sample", "data.criterion=majority", "data.samples=6", cultures="[USA]")
+        )
     assert not (tmp_path / "pairs").exists()
 
 

@@ -324,6 +324,17 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     questions = {q: r["question"] for q, r in unaware.items()}
     rule = Rule(criterion, k, alpha, threshold, sampled)
     have = min((len(r) for r in unaware_runs.values()), default=0)
+    if criterion in ("majority", "distribution") and sampled:
+        for path, runs in [(unaware_path, unaware_runs)] + [
+            (answers_file(folder, system, c), aware[c][1]) for c in cultures
+        ]:
+            fewest = min((len(r) for r in runs.values()), default=0)
+            if fewest < k:
+                raise fail(
+                    path,
+                    f"holds {fewest} sample(s) for some question; data.criterion={criterion} with data.samples={k} "
+                    f"needs {k}: rerun the answers stage with data.samples={k}",
+                )
     usable = min(replicates, have // k - 1) if sampled else 0
     if sampled and usable < replicates:
         log.warning(
