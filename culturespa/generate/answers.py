@@ -9,6 +9,12 @@ logits of a prompt change in the last bits with its batch partners, so merely sk
 long as the engine settings are unchanged. A finished file whose
 fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
+
+With ``decoding=sample`` a question is answered several times (``culturespa.generate.noise.sample_runs``: k =
+``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
+pair criteria): the samples are runs 0, 1, ... of the same file, run-major, each from its own random stream (the
+engine seeds a request by (seed, ``id|culture|run``)). Run 0 is exactly the one-sample answer, and more samples later
+reuse the finished runs.
 """
 
 from __future__ import annotations
