@@ -94,8 +94,16 @@ FLOOR_ROWS = [
 
 def test_noise_floor_figures_on_known_disagreement(make_cfg, tmp_path: Path) -> None:
     _write(tmp_path / "answers", FLOOR_ROWS)
-    summary = generate(_cfg(make_cfg, tmp_path, "decoding=sample", "data.criterion=answer", "data.bootstrap=500"))
+    args = ["decoding=sample", "data.criterion=answer", "data.bootstrap=500"]
+    summary = generate(_cfg(make_cfg, tmp_path, *args, "logger=wandb"))
     assert summary["kept"] == {"USA": 2, "CHN": 0}
+    media = tmp_path / "run" / "wandb"
+    (table,) = media.glob("offline-run-*/files/media/table/pairs/noise_[0-9]*.table.json")
+    logged = json.loads(table.read_text())
+    row = dict(zip(logged["columns"], logged["data"][0], strict=True))
+    assert row["culture"] == "USA" and row["signal"] == pytest.approx(0.375) and row["kept"] == 2
+    (topics,) = media.glob("offline-run-*/files/media/table/pairs/noise_topics_*.table.json")
+    assert [r[0] for r in json.loads(topics.read_text())["data"]] == ["USA/T1", "USA/T2", "CHN/T1", "CHN/T2"]
     stats = _stats(tmp_path)
     floor = stats["noise_floor"]
     assert floor["status"].startswith("measured") and floor["unaware_samples"] == 2 and floor["replicates"] == 1
@@ -115,7 +123,7 @@ def test_noise_floor_figures_on_known_disagreement(make_cfg, tmp_path: Path) -> 
     assert (chn["aware_vs_unaware"], chn["unaware_vs_unaware"]) == pytest.approx((0.125, 0.25))
     assert chn["expected_noise_share"] is None
     # seeded: the same command gives the same interval
-    generate(_cfg(make_cfg, tmp_path, "decoding=sample", "data.criterion=answer", "data.bootstrap=500"))
+    generate(_cfg(make_cfg, tmp_path, *args))
     assert _stats(tmp_path)["cultures"]["USA"]["noise"]["signal_ci"] == usa["signal_ci"]
 
 

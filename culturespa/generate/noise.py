@@ -159,26 +159,30 @@ def _pct(x: Any) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _row(label: str, s: dict[str, Any]) -> list[Any]:
+    noise = s["noise"]
+    ci = noise.get("signal_ci")
+    return [
+        label,
+        s["valid"],
+        s["kept"],
+        noise.get("aware_vs_unaware"),
+        noise.get("unaware_vs_unaware"),
+        noise.get("signal"),
+        ci[0] if ci else None,
+        ci[1] if ci else None,
+        noise.get("expected_noise_share"),
+    ]
+
+
 def table_rows(stats: dict[str, Any]) -> list[list[Any]]:
-    """One row per culture: valid, kept, A, N, signal [CI], expected noise share (percentages as numbers)."""
-    rows = []
-    for culture, s in stats["cultures"].items():
-        noise = s["noise"]
-        ci = noise.get("signal_ci")
-        rows.append(
-            [
-                culture,
-                s["valid"],
-                s["kept"],
-                noise.get("aware_vs_unaware"),
-                noise.get("unaware_vs_unaware"),
-                noise.get("signal"),
-                ci[0] if ci else None,
-                ci[1] if ci else None,
-                noise.get("expected_noise_share"),
-            ]
-        )
-    return rows
+    """One row per culture: valid, kept, A, N, signal [CI], expected noise share (shares in [0, 1])."""
+    return [_row(culture, s) for culture, s in stats["cultures"].items()]
+
+
+def topic_rows(stats: dict[str, Any]) -> list[list[Any]]:
+    """The same per (culture, topic): the first column is ``CODE/topic``."""
+    return [_row(f"{c}/{t}", ts) for c, s in stats["cultures"].items() for t, ts in s["topics"].items()]
 
 
 COLUMNS = [

@@ -405,6 +405,7 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
         run.bar("pairs/differ_rate", columns, rows, "culture", "differ_rate", "Differ rate per culture")
         noise_rows = noise.table_rows(stats)
         run.table("pairs/noise", noise.COLUMNS, noise_rows)
+        run.table("pairs/noise_topics", ["culture/topic", *noise.COLUMNS[1:]], noise.topic_rows(stats))
         samples = [
             [c, p["id"], p["question"]["text"], p["unaware_answer"], p["answer"], p["js"]]
             for c, (pairs, _) in results.items()
