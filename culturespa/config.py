@@ -53,7 +53,7 @@ _CHOICES = {
     "peft.quantization": ("none", "4bit", "8bit"),
     "prompt.system": ("unaware", "aware", "cct"),
     "decoding.mode": ("sample", "greedy", "logprob"),
-    "data.criterion": ("answer", "distribution", "none"),
+    "data.criterion": ("answer", "majority", "distribution", "none"),
     "data.system": ("aware", "cct"),
     "answers.setting": ("unaware", "aware", "cct"),
     "eval.source": ("model", "predictions"),
@@ -66,6 +66,9 @@ _RANGES = {
     "data.fraction": (0.0, 1.0, False),
     "data.val_fraction": (0.0, 0.5, True),
     "data.js_threshold": (0.0, 1.0, True),
+    "data.alpha": (0.0, 1.0, False),
+    "data.null_quantile": (0.0, 1.0, False),
+    "data.ci_level": (0.0, 1.0, False),
     "decoding.temperature": (0.0, 10.0, False),
     "decoding.top_p": (0.0, 1.0, False),
     "sft.lr": (0.0, 1.0, False),
@@ -103,6 +106,9 @@ def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
     mbs = OmegaConf.select(cfg, "sft.micro_batch_size", default=None)
     if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
         errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
+    from culturespa.generate.criteria import config_errors
+
+    errors += config_errors(cfg)  # data.samples / noise_replicates / majority's reachable significance
     if errors:
         raise CultureSPAError("; ".join(errors))
     return resolve_cultures(cfg.get("cultures"))

@@ -38,12 +38,15 @@ DONE = "_SUCCESS.json"
 STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
 QUESTION_SOURCES = ("generate", "pool", "both")
 
+# How many answers are sampled per question (culturespa.generate.noise.sample_runs), and the pairs' noise statistics.
+_SAMPLES = ("data.samples", "data.noise_replicates")
+_NOISE = ("data.alpha", "data.null_quantile", "data.bootstrap", "data.ci_level", "data.seed")
 # The settings that decide each stage's output (paths excluded: they are derived from the hashes).
 _KEYS: dict[str, tuple[str, ...]] = {
     "questions": ("model", "questions", "templates.question_generation", "seed"),
     "filter": ("filter",),  # filter.seed (default ${seed}) is resolved inside the node: pinning it shares the pool
-    "answers": ("model", "decoding", "templates.answer", "answers", "seed"),
-    "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures"),
+    "answers": ("model", "decoding", "templates.answer", "answers", "seed", *_SAMPLES),
+    "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures", *_SAMPLES, *_NOISE),
     "train": ("model", "peft", "mode", "data", "sft", "trainer.precision", "templates.answer", "cultures", "seed"),
     "evaluate": ("model", "prompt", "decoding", "templates.answer", "eval", "cultures", "seed"),
 }
@@ -91,7 +94,8 @@ def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str
     """Identity of a stage's output: its deciding settings plus the hashes of the stages it reads."""
     keys = _KEYS[stage]
     if stage in ("answers", "evaluate") and str(cfg.decoding.mode) != "sample":
-        keys = tuple(k for k in keys if k != "seed")  # greedy / logprob answers do not depend on the seed
+        # greedy / logprob answers depend neither on the seed nor on the sample counts (one answer per question)
+        keys = tuple(k for k in keys if k not in ("seed", *_SAMPLES))
     picked = {key: _pick(cfg, key) for key in keys}
     blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

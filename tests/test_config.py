@@ -92,7 +92,7 @@ def test_cli_rejects_unknown_group_option_in_one_line(args: list[str], expected:
     [
         ("data.fraction=1.5", r"data.fraction=1.5 is out of range; valid: \(0.0, 1.0\]"),
         ("data.fraction=0", r"data.fraction=0 is out of range"),
-        ("data.criterion=best", r"data.criterion='best' is not valid; choose one of: answer, distribution, none"),
+        ("data.criterion=best", r"data.criterion='best' is not valid; choose one of: answer, majority, distr"),
         ("sft.micro_batch_size=3", r"global_batch_size=128 must be a multiple of sft.micro_batch_size=3"),
         ("decoding.mode=beam", r"decoding.mode='beam' is not valid; choose one of: sample, greedy, logprob"),
     ],

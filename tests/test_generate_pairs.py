@@ -86,8 +86,9 @@ def test_answer_criterion(make_cfg, tmp_path: Path) -> None:
     usa = stats["cultures"]["USA"]
     assert {k: usa[k] for k in ("valid", "same", "differ", "kept")} == {"valid": 4, "same": 2, "differ": 2, "kept": 2}
     assert usa["differ_rate"] == 0.5
-    assert usa["topics"]["T1"] == {"valid": 3, "same": 1, "differ": 2, "kept": 2, "differ_rate": 2 / 3}
-    assert usa["topics"]["T2"] == {"valid": 1, "same": 1, "differ": 0, "kept": 0, "differ_rate": 0.0}
+    topics = {t: {k: v for k, v in s.items() if k != "noise"} for t, s in usa["topics"].items()}
+    assert topics["T1"] == {"valid": 3, "same": 1, "differ": 2, "kept": 2, "differ_rate": 2 / 3}
+    assert topics["T2"] == {"valid": 1, "same": 1, "differ": 0, "kept": 0, "differ_rate": 0.0}
     assert stats["cultures"]["CHN"]["differ_rate"] == 0.0 and stats["cultures"]["CHN"]["valid"] == 5
     pairs = _pairs(tmp_path, "USA")
     assert [(p["id"], p["answer"], p["unaware_answer"]) for p in pairs] == [("q2", 2, 1), ("q3", 3, 1)]
@@ -99,7 +100,7 @@ def test_answer_criterion(make_cfg, tmp_path: Path) -> None:
     logged = {
         p.name.split("_")[0] for p in (tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/pairs/*")
     }
-    assert logged == {"stats", "differ", "samples"}  # stats table, differ-rate bar chart, sample pairs
+    assert logged == {"stats", "differ", "samples", "noise"}  # stats, differ-rate bar chart, samples, noise floor
 
 
 def test_distribution_criterion(make_cfg, tmp_path: Path) -> None:

@@ -9,6 +9,12 @@ logits of a prompt change in the last bits with its batch partners, so merely sk
 long as the engine settings are unchanged. A finished file whose
 fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
+
+With ``decoding=sample`` a question is answered several times (``culturespa.generate.noise.sample_runs``: k =
+``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
+pair criteria): the samples are runs 0, 1, ... of the same file, run-major, each from its own random stream (the
+engine seeds a request by (seed, ``id|culture|run``)). Run 0 is exactly the one-sample answer, and more samples later
+reuse the finished runs.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
+from culturespa.generate.noise import sample_runs
 from culturespa.generate.pool import load_questions
-from culturespa.generate.shards import Shard, merge_one
+from culturespa.generate.shards import Shard, merge_one, resume_chunks
 from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 
@@ -57,13 +64,13 @@ def load_answer_questions(cfg: DictConfig, wvs: WVSData | None) -> list[Question
     return first_n(questions, cfg, "answers.limit")
 
 
-def to_record(res: Any, question: Question, setting: str, culture: str | None) -> dict[str, Any]:
+def to_record(res: Any, question: Question, setting: str, culture: str | None, run: int = 0) -> dict[str, Any]:
     dist = None if res.distribution is None else {str(k): float(v) for k, v in res.distribution.items()}
     return {
         "id": question.id,
         "culture": culture,
         "setting": setting,
-        "run": 0,
+        "run": run,
         "raw": res.text,
         "answer": res.answer,
         "valid": bool(res.valid),
@@ -102,6 +109,7 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
     wvs = WVSData.load(cfg.paths.wvs_dir) if need_wvs else None
     questions = load_answer_questions(cfg, wvs)
     targets: list[str | None] = [None] if setting == "unaware" else list(cultures)
+    runs = sample_runs(cfg, setting)  # k samples (x (1 + noise replicates) unaware) per question when sampling
     similar = {c: similar_cultures(wvs, c, n_similar) for c in targets if setting == "cct" and c is not None}
     builder.system_prompt(setting, targets[0], *similar.get(targets[0], ((), ())))  # template errors before loading
 
@@ -117,12 +125,12 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
     for culture in targets:
         path = answers_file(folder, setting, culture)
         fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
-        keys = {f"{q.id}|{culture}|0": q.to_record() for q in questions}
+        keys = {f"{q.id}|{culture}|{r}": q.to_record() for r in range(runs) for q in questions}  # run-major
         if merge:  # stage=merge-answers: the shards of this file, checked and joined (shards.py)
-            merged.append(merge_one(path, fp, keys, chunk, outputs.overwrite_requested(cfg)))
+            merged.append(merge_one(path, fp, keys, chunk, outputs.overwrite_requested(cfg), len(questions)))
             continue
         if shard is not None:  # answers.shard=i/n: its own file, fingerprint and share of the questions
-            path, fp, keys = shard.restrict(path, fp, keys, chunk)
+            path, fp, keys = shard.restrict(path, fp, keys, chunk, len(questions))
         action = outputs.prepare(path, fp, outputs.overwrite_requested(cfg))
         if action == "skip" and {answer_key(r) for _, r in iter_jsonl(path)} != set(keys):
             action = "extend"
@@ -170,11 +178,13 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
                 reused,
             )
             bar = tqdm(total=len(order), initial=len(order) - len(todo_keys), desc=f"answers {label}", unit="q")
+            full_order = [f"{q.id}|{culture}|{r}" for r in range(runs) for q in questions]
             try:
-                for start in range(0, len(order), chunk):
-                    # fixed chunks by question position: a resumed chunk is recomputed whole, in the same batches
-                    # as in an uninterrupted run, so its answers are bitwise the same (logprob/greedy)
-                    members = order[start : start + chunk]
+                for chunk_keys in resume_chunks(full_order, chunk, len(questions)):
+                    # fixed chunks by question position within each run (sample): a resumed chunk is recomputed
+                    # whole, in the same batches as in an uninterrupted run, so its answers are bitwise the same
+                    # (logprob/greedy); a shard holds whole chunks of the unsharded run
+                    members = [k for k in chunk_keys if k in keys]
                     if all(k in store.records for k in members):
                         continue
                     requests = [
@@ -187,7 +197,9 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
                     ]
                     for results in engine.answer(requests, decoding, seed=int(cfg.seed)):
                         new = [r for r in results if r.key not in store.records]
-                        store.append_many(to_record(r, by_key[r.key], setting, culture) for r in new)
+                        store.append_many(
+                            to_record(r, by_key[r.key], setting, culture, int(r.key.rsplit("|", 1)[1])) for r in new
+                        )
                         answered += len(new)
                         bar.update(len(new))
                         for r in results[: max(0, SAMPLE_ROWS - len(samples))]:
@@ -196,7 +208,7 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
                 bar.close()
                 store.close()
             final = store.finish(order=list(keys))
-            outputs.mark(path, fp, complete=True, n=len(final))
+            outputs.mark(path, fp, complete=True, n=len(final), decoding=decoding.mode, runs=runs)
             invalid = sum(not r["valid"] for r in final)
             summary["invalid"][label] = invalid
             log.info("answers: %s: %d answers, %d invalid", path, len(final), invalid)

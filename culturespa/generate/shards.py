@@ -64,13 +64,32 @@ class Shard:
         """A shard's identity: the unsharded output's fingerprint plus how the questions were split."""
         return outputs.fingerprint({"answers": fp, "shard": [self.index, self.count], "chunk": chunk})
 
-    def keys(self, keys: dict[str, Any], chunk: int) -> dict[str, Any]:
+    def keys(self, keys: dict[str, Any], chunk: int, per_run: int | None = None) -> dict[str, Any]:
         """This shard's share of the (ordered) question keys: the chunks ``k`` with ``k mod count == index``."""
-        return {k: v for position, (k, v) in enumerate(keys.items()) if (position // chunk) % self.count == self.index}
+        mine = {
+            k
+            for i, members in enumerate(resume_chunks(list(keys), chunk, per_run))
+            if i % self.count == self.index
+            for k in members
+        }
+        return {k: v for k, v in keys.items() if k in mine}
 
-    def restrict(self, path: Path, fp: str, keys: dict[str, Any], chunk: int) -> tuple[Path, str, dict[str, Any]]:
+    def restrict(
+        self, path: Path, fp: str, keys: dict[str, Any], chunk: int, per_run: int | None = None
+    ) -> tuple[Path, str, dict[str, Any]]:
         """The shard's output file, fingerprint and questions in place of the unsharded ones."""
-        return self.path(path), self.fingerprint(fp, chunk), self.keys(keys, chunk)
+        return self.path(path), self.fingerprint(fp, chunk), self.keys(keys, chunk, per_run)
+
+
+def resume_chunks(order: list[str], chunk: int, per_run: int | None = None) -> list[list[str]]:
+    """The fixed resume chunks of an answers file: ``chunk`` keys at a time by position within each run (sample) of
+    ``per_run`` keys, run-major, so run 0 is batched exactly as when one sample is asked for."""
+    per_run = per_run or len(order) or 1
+    return [
+        order[start : min(start + chunk, run + per_run)]
+        for run in range(0, len(order), per_run)
+        for start in range(run, min(run + per_run, len(order)), chunk)
+    ]
 
 
 def shard_counts(path: Path) -> list[int]:
@@ -80,7 +99,9 @@ def shard_counts(path: Path) -> list[int]:
     return sorted(found)
 
 
-def merge_one(path: Path, fp: str, keys: dict[str, Any], chunk: int, overwrite: bool) -> dict[str, Any]:
+def merge_one(
+    path: Path, fp: str, keys: dict[str, Any], chunk: int, overwrite: bool, per_run: int | None = None
+) -> dict[str, Any]:
     """Join the shards of one answers file; every problem is a one-line error naming the shard file."""
     from culturespa.generate.answers import answer_key
 
@@ -103,14 +124,15 @@ def merge_one(path: Path, fp: str, keys: dict[str, Any], chunk: int, overwrite: 
             raise fail(shard_path, f"shard {shard.label} is missing or unfinished; {again}")
         if not meta.get("complete") or meta.get("fingerprint") != shard.fingerprint(fp, chunk):
             raise fail(shard_path, f"shard {shard.label} was made by another config or split; {again} overwrite=true")
-        expected = shard.keys(keys, chunk)
+        expected = shard.keys(keys, chunk, per_run)
         got = {answer_key(r): r for _, r in iter_jsonl(shard_path)}
         stale = [k for k, r in got.items() if expected.get(k) != r.get("question")]
         if set(got) != set(expected) or stale:
             raise fail(shard_path, f"shard {shard.label} does not hold this question set; {again}")
         records.update(got)
     write_jsonl(path, [records[k] for k in keys])
-    outputs.mark(path, fp, complete=True, n=len(keys), merged_from=n)
+    carried = {k: meta[k] for k in ("decoding", "runs") if k in meta}  # what the pairs stage reads from a sidecar
+    outputs.mark(path, fp, complete=True, n=len(keys), merged_from=n, **carried)
     log.info("merge-answers: %s: %d answers from %d shards", path, len(keys), n)
     return {"file": str(path), "shards": n, "answers": len(keys), "skipped": False}
 

@@ -1,0 +1,185 @@
+"""Noise-robust CRQPC criteria on k sampled answers per setting: an exact test and a calibrated divergence.
+
+With sampled answers one culture-aware and one culture-unaware sample disagree about as often as two unaware samples
+do (docs/results.md), so "the answers differ" mostly keeps sampling noise. The criteria here compare the *counts* of
+k samples per setting instead (``data.samples``):
+
+* ``majority``: keep a question when the culture-aware majority option is not among the unaware majority options
+  **and** the Freeman-Halton exact test (Fisher's exact test generalised to 2 x K) rejects, at ``data.alpha``, the
+  null hypothesis that the aware and the unaware samples are draws from one and the same option distribution
+  (naming the culture changes nothing). Conditional on the per-option totals the aware row is multivariate
+  hypergeometric; the p-value is the total probability of the tables no more probable than the observed one.
+* ``distribution`` (sampled answers): keep a question when the Jensen-Shannon distance between the aware and the
+  unaware option frequencies exceeds a threshold read off the *null*: the ``data.null_quantile`` quantile of the
+  same distance between two independent replicates of the unaware samples (``data.noise_replicates``).
+
+Both are applied to the unaware replicates too (replicate r against replicate 0), which measures how often the
+criterion keeps a question when there is only noise (the ``null_keep_rate`` of the pairs stage's noise report).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+Counts = dict[int, int]
+
+
+def counts(answers: Sequence[int | None]) -> Counts:
+    """Option counts of the valid answers (``None`` = invalid sample, left out)."""
+    return dict(Counter(a for a in answers if a is not None))
+
+
+@lru_cache(maxsize=65536)
+def _exact_p(columns: tuple[int, ...], first_row: int, observed: tuple[int, ...]) -> float:
+    total = sum(columns)
+    denominator = math.comb(total, first_row)
+    p_obs = math.prod(math.comb(c, x) for c, x in zip(columns, observed, strict=True))
+    tolerance = p_obs * (1 + 1e-9)
+    extreme = 0
+
+    def walk(j: int, left: int, weight: int) -> None:
+        nonlocal extreme
+        if j == len(columns) - 1:
+            if left <= columns[j]:
+                w = weight * math.comb(columns[j], left)
+                if w <= tolerance:
+                    extreme += w
+            return
+        rest = sum(columns[j + 1 :])
+        for x in range(max(0, left - rest), min(columns[j], left) + 1):
+            walk(j + 1, left - x, weight * math.comb(columns[j], x))
+
+    walk(0, first_row, 1)
+    return min(1.0, extreme / denominator)
+
+
+def exact_test(aware: Counts, unaware: Counts) -> float:
+    """Freeman-Halton exact p-value of the 2 x K table (aware counts, unaware counts) over the options either chose.
+
+    Null: both rows are samples of one option distribution. 1.0 when a row is empty (no evidence either way)."""
+    options = sorted(set(aware) | set(unaware))
+    row = tuple(aware.get(o, 0) for o in options)
+    columns = tuple(aware.get(o, 0) + unaware.get(o, 0) for o in options)
+    if sum(row) == 0 or sum(row) == sum(columns) or len(options) < 2:
+        return 1.0
+    return _exact_p(columns, sum(row), row)
+
+
+def smallest_p(k: int) -> float:
+    """The smallest p-value the exact test can give with k valid samples per setting (all of one option vs all of
+    another: two tables of probability 1 / C(2k, k))."""
+    return min(1.0, 2 / math.comb(2 * k, k))
+
+
+def top_options(c: Counts) -> set[int]:
+    if not c:
+        return set()
+    best = max(c.values())
+    return {o for o, n in c.items() if n == best}
+
+
+def majority(aware: Counts, unaware: Counts) -> int | None:
+    """The aware majority option; a tie goes to the option that gained most over the unaware frequencies, then to
+    the lowest number. None without a valid aware sample."""
+    if not aware:
+        return None
+    n_u = sum(unaware.values()) or 1
+    n_a = sum(aware.values())
+    return min(top_options(aware), key=lambda o: (-(aware[o] / n_a - unaware.get(o, 0) / n_u), o))
+
+
+def unaware_answer(unaware: Counts) -> int | None:
+    """The unaware majority option (lowest number on a tie), as stored in a pair record."""
+    tops = top_options(unaware)
+    return min(tops) if tops else None
+
+
+def keep_majority(aware: Counts, unaware: Counts, alpha: float) -> tuple[bool, float]:
+    """(keep, p): the aware majority is not an unaware majority option and the exact test rejects at ``alpha``."""
+    if not aware or not unaware:
+        return False, 1.0
+    p = exact_test(aware, unaware)
+    return majority(aware, unaware) not in top_options(unaware) and p <= alpha, p
+
+
+def count_js(aware: Counts, unaware: Counts, numbers: Sequence[int]) -> float | None:
+    """Jensen-Shannon distance (base 2) between two option frequency vectors; None when either has no sample."""
+    if not aware or not unaware:
+        return None
+    from scipy.spatial.distance import jensenshannon
+
+    a = [aware.get(n, 0) for n in numbers]
+    b = [unaware.get(n, 0) for n in numbers]
+    return float(jensenshannon(a, b, base=2))
+
+
+def null_threshold(null: Sequence[float], quantile: float) -> float | None:
+    """The ``quantile`` of the null divergences (linear interpolation); a question is kept only strictly above it.
+    None when there is no null to calibrate against."""
+    if not null:
+        return None
+    import numpy as np
+
+    return float(np.quantile(np.asarray(null, dtype=float), quantile))
+
+
+def config_errors(cfg: DictConfig) -> list[str]:
+    """One message per invalid CRQPC sampling setting (checked at start-up, before any model is loaded)."""
+    errors: list[str] = []
+    criterion = OmegaConf.select(cfg, "data.criterion", default="answer")
+    k = OmegaConf.select(cfg, "data.samples", default=1)
+    replicates = OmegaConf.select(cfg, "data.noise_replicates", default=0)
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 0:
+        errors.append(f"data.noise_replicates={replicates!r} must be a non-negative integer")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return [*errors, f"data.samples={k!r} must be a positive integer"]
+    resamples = OmegaConf.select(cfg, "data.bootstrap", default=1000)
+    if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 1:
+        errors.append(f"data.bootstrap={resamples!r} must be a positive integer")
+    mode = OmegaConf.select(cfg, "decoding.mode", default=None)
+    if OmegaConf.select(cfg, "task_name", default=None) not in ("generate", "pipeline"):
+        mode = None  # train / evaluate read the pairs, whatever decoding collected them
+    if criterion == "majority":
+        alpha = OmegaConf.select(cfg, "data.alpha", default=0.05)
+        if mode is not None and mode != "sample":
+            errors.append(
+                f"data.criterion=majority needs decoding=sample (decoding.mode={mode} is deterministic: "
+                "k samples would all be the same answer)"
+            )
+        elif isinstance(alpha, (int, float)) and smallest_p(k) > alpha:
+            fits = next(n for n in range(1, 64) if smallest_p(n) <= alpha)
+            errors.append(
+                f"data.criterion=majority: data.samples={k} can never reach data.alpha={alpha} "
+                f"(smallest exact p-value {smallest_p(k):.3g}); use data.samples>={fits}"
+            )
+    if criterion == "distribution" and mode == "sample" and replicates < 1:
+        errors.append(
+            "data.criterion=distribution with sampled answers calibrates its threshold on unaware replicates: "
+            "set data.noise_replicates>=1"
+        )
+    return errors
+
+
+def describe(criterion: str, settings: dict[str, Any]) -> str:
+    """One line naming the rule actually applied (for logs and stats.json)."""
+    if criterion == "majority":
+        return (
+            f"majority of k={settings['samples']} samples differs and Freeman-Halton exact p <= {settings['alpha']} "
+            "(null: aware and unaware samples share one option distribution)"
+        )
+    if criterion == "distribution":
+        if settings.get("calibrated"):
+            return (
+                f"JS distance of k={settings['samples']} sample frequencies > {settings['threshold']} "
+                f"(the {settings['quantile']} quantile of the unaware-vs-unaware distance)"
+            )
+        return f"JS distance of the logprob distributions >= data.js_threshold={settings['threshold']} (fixed)"
+    if criterion == "answer":
+        return "the aware answer (sample 0) differs from the unaware answer (sample 0): the paper's rule"
+    return "every valid aware answer (no selection)"
