@@ -13,7 +13,7 @@ import pytest
 
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
-from culturespa.generate.shards import Shard
+from culturespa.generate.shards import Shard, resume_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -37,6 +37,17 @@ def test_shard_spec_and_split() -> None:
     parts = [Shard(i, 3).keys(keys, chunk=2) for i in range(3)]
     assert [list(p) for p in parts] == [["Q0", "Q1", "Q6"], ["Q2", "Q3"], ["Q4", "Q5"]]  # chunk k -> shard k mod 3
     assert Shard(1, 3).path(Path("a/aware_USA.jsonl")) == Path("a/aware_USA.shard-1-of-3.jsonl")
+
+
+def test_split_follows_the_resume_chunks_of_each_sample_run() -> None:
+    """With k samples per question (data.samples) the file holds k runs of the questions; chunks never straddle two
+    runs, so run 0 is batched as a one-sample run and each shard holds whole chunks of the unsharded run."""
+    order = [f"Q{i}|USA|{r}" for r in range(2) for i in range(5)]
+    chunks = resume_chunks(order, 2, per_run=5)
+    assert chunks == [order[0:2], order[2:4], order[4:5], order[5:7], order[7:9], order[9:10]]
+    keys = dict.fromkeys(order, 0)
+    parts = [list(Shard(i, 2).keys(keys, 2, per_run=5)) for i in range(2)]
+    assert parts[0] == [*order[0:2], *order[4:5], *order[7:9]] and parts[1] == [*order[2:4], *order[5:7], *order[9:10]]
 
 
 @pytest.mark.parametrize("decoding", ["logprob", "greedy"])
