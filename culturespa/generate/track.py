@@ -1,4 +1,5 @@
-"""W&B logging shared by the generate stages: one run per stage call, a sample table, summary counts, throughput.
+"""W&B logging shared by the generate stages: one run per stage call, a sample table, summary counts, throughput,
+and the stage's artifacts (inputs declared when the run starts, outputs logged when the stage finishes cleanly).
 
 Logging never decides an outcome: with logging off (``logger.wandb=null`` or mode ``disabled``) every call is a no-op.
 """
@@ -57,8 +58,18 @@ def _cell(value: Any) -> Any:
 
 @contextmanager
 def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
-    run = start_run(cfg, job_type=f"generate-{stage}")
+    from culturespa.utils import artifacts
+
+    run = start_run(cfg, job_type=f"generate-{stage}", name_suffix=_label(cfg, stage))
     try:
+        artifacts.use_inputs(run, artifacts.generate_inputs(cfg, stage), cfg)
         yield StageRun(run)
+        for spec in artifacts.generate_outputs(cfg, stage):
+            artifacts.log_output(run, spec, cfg)
     finally:
         finish_run(run)
+
+
+def _label(cfg: DictConfig, stage: str) -> str:
+    """Stage (and answer setting): the runs of one pipeline share their overrides, so names need it to differ."""
+    return f"answers-{cfg.answers.setting}" if stage == "answers" else stage
