@@ -125,8 +125,18 @@ def pairs(folder: str | Path) -> Spec:
 
 
 def adapter(folder: str | Path) -> Spec:
-    """A LoRA adapter folder (joint) or a folder of per-culture adapters (specific), every file in it."""
-    return Spec(ADAPTER, "model", _tree(Path(folder)))
+    """One LoRA adapter folder, every file in it: ``adapter`` (joint) or ``adapter-{CODE}`` (``adapters/{CODE}``)."""
+    folder = Path(folder)
+    name = f"{ADAPTER}-{folder.name}" if folder.parent.name == "adapters" else ADAPTER
+    return Spec(name, "model", _tree(folder))
+
+
+def adapter_inputs(folder: str | Path) -> list[Spec]:
+    """The adapters an evaluation reads: the folder itself, or each culture's adapter in ``adapters/``."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").is_file():
+        return [adapter(folder)]
+    return [adapter(sub) for sub in sorted(folder.iterdir()) if (sub / "adapter_config.json").is_file()]
 
 
 def wvs(folder: str | Path) -> Spec:
@@ -302,7 +312,7 @@ def evaluation_inputs(cfg: DictConfig) -> list[Spec]:
     source = str(OmegaConf.select(cfg, "eval.source", default="model"))
     adapter_dir = OmegaConf.select(cfg, "eval.adapter", default=None)
     if source == "model" and adapter_dir and Path(str(adapter_dir)).is_dir():
-        specs.append(adapter(str(adapter_dir)))
+        specs.extend(adapter_inputs(str(adapter_dir)))
     if source == "predictions":
         template = str(OmegaConf.select(cfg, "eval.predictions.path", default=""))
         files = sorted(Path(template).parent.glob(Path(template).name.replace("{culture}", "*")))

@@ -6,12 +6,14 @@ first, middle, last), each payload a ``wandb_internal_pb2.Record``. Used by the 
 syncing::
 
     python -m culturespa.utils.wandb_records outputs/pipeline/runs/<name>/wandb
+    python -m culturespa.utils.wandb_records --sync logs outputs     # upload every offline run, oldest first
 """
 
 from __future__ import annotations
 
 import struct
 import sys
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,15 +93,31 @@ class OfflineRun:
         return [a for a in self.artifacts if not a.used]
 
 
-def read_run(folder: str | Path) -> OfflineRun:
-    """Name, group, job type and artifact records of one ``offline-run-*`` folder."""
+def _finished_records(log: Path, wait: float) -> list[Any]:
+    """The records of ``log``; with ``wait`` > 0, first wait (up to ``wait`` seconds) for the run's exit record:
+    ``run.finish()`` can return before W&B's service has written the end of the file."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            records = read_records(log)
+            if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() >= deadline:
+                return records
+        except ValueError:  # a record half written
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)
+
+
+def read_run(folder: str | Path, wait: float = 0.0) -> OfflineRun:
+    """Name, group, job type and artifact records of one ``offline-run-*`` folder (``wait``: see
+    :func:`_finished_records`)."""
     folder = Path(folder)
     logs = sorted(folder.glob("run-*.wandb"))
     if not logs:
         raise FileNotFoundError(f"{folder}: no run-*.wandb file")
     name = group = job_type = ""
     arts = []
-    for record in read_records(logs[0]):
+    for record in _finished_records(logs[0], wait):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             name, group, job_type = record.run.display_name, record.run.run_group, record.run.job_type
@@ -110,17 +128,48 @@ def read_run(folder: str | Path) -> OfflineRun:
     return OfflineRun(folder, name, group, job_type, tuple(arts))
 
 
-def offline_runs(root: str | Path) -> list[OfflineRun]:
+def offline_runs(root: str | Path, wait: float = 0.0) -> list[OfflineRun]:
     """Every offline run under ``root`` (any depth), oldest first."""
-    folders = sorted(Path(root).rglob("offline-run-*"), key=lambda p: p.name)
-    return [read_run(f) for f in folders if f.is_dir()]
+    return [read_run(f, wait) for f in run_folders([root])]
+
+
+def run_folders(roots: Sequence[str | Path]) -> list[Path]:
+    """Every ``offline-run-*`` folder under ``roots``, in start-time order (the folder name starts with it)."""
+    found = {p.resolve() for root in roots if Path(root).exists() for p in Path(root).rglob("offline-run-*")}
+    return sorted((p for p in found if p.is_dir()), key=lambda p: (p.name, str(p)))
+
+
+def sync(roots: Sequence[str | Path], dry_run: bool = False) -> int:
+    """``wandb sync`` every offline run under ``roots``, one at a time, oldest first: a stage's artifact is then on
+    the server before a later run declares it as input (``wandb sync`` itself uploads several runs in parallel, in no
+    set order). Runs already synced are skipped by ``wandb sync``. Returns the first non-zero exit status."""
+    import shutil
+    import subprocess
+
+    wandb_cli = [shutil.which("wandb")] if shutil.which("wandb") else [sys.executable, "-m", "wandb"]
+    status = 0
+    for folder in run_folders(roots):
+        command = [*wandb_cli, "sync", str(folder)]
+        print(" ".join(command), flush=True)
+        if not dry_run:
+            code = subprocess.call(command)
+            status = status or code
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m culturespa.utils.wandb_records DIR [DIR ...]", file=sys.stderr)
-        return 2
+    if not args or args[0] in ("-h", "--help"):
+        print(
+            "usage: python -m culturespa.utils.wandb_records [--sync [--dry-run]] DIR [DIR ...]\n"
+            "  lists the offline runs under DIR with the artifacts each uses and produces;\n"
+            "  --sync uploads them with `wandb sync`, oldest first",
+            file=sys.stderr,
+        )
+        return 0 if args else 2
+    if args[0] == "--sync":
+        dry = "--dry-run" in args
+        return sync([a for a in args[1:] if a != "--dry-run"], dry_run=dry)
     for root in args:
         for run in offline_runs(root):
             print(f"{run.name}  [{run.job_type}, group {run.group}]  {run.folder}")
