@@ -223,6 +223,10 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
 
     # a second run reuses every stage and links each stage's artifacts into its own group
     outputs = {a.name: a.digest for r in runs for a in r.outputs}
+    pairs_done = Path(first["files"]["pairs"]) / "_SUCCESS.json"  # as cached before artifacts were recorded
+    record = json.loads(pairs_done.read_text())
+    assert [a["name"] for a in record.pop("artifacts")] == [artifacts.PAIRS]
+    pairs_done.write_text(json.dumps(record))
     second = run()
     assert second["recomputed"] == []
     cached = [r for r in offline_runs(home / "wandb", WAIT) if r.job_type == "cached"]
@@ -247,3 +251,19 @@ def test_specific_adapters_link_one_by_one(tmp_path: Path) -> None:
     used = {s.name: artifacts.build(s, 0).manifest.digest() for s in artifacts.adapter_inputs(tmp_path / "adapters")}
     assert used == made and set(made) == {"adapter-USA", "adapter-CHN"}
     assert [s.name for s in artifacts.adapter_inputs(folders[0])] == ["adapter-USA"]
+
+
+def test_the_two_filter_runs_of_a_pipeline_have_different_names(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    from culturespa.generate.track import _label
+    from culturespa.utils.tracking import wandb_settings
+
+    generated = tmp_path / "generated.jsonl"
+    generated.write_text("")
+    pool_cfg, file_cfg = make_cfg("generate", ["stage=filter"]), make_cfg("generate", ["stage=filter"])
+    with open_dict(pool_cfg), open_dict(file_cfg):  # same overrides, as in a pipeline
+        pool_cfg.filter.input = str(pool_cfg.paths.question_pool_dir)
+        file_cfg.filter.input = str(generated)
+    names = {wandb_settings(c, "generate-filter", _label(c, "filter"))["name"] for c in (pool_cfg, file_cfg)}
+    assert len(names) == 2
+    answers_cfg = make_cfg("generate", ["stage=answers", "answers.setting=aware"])
+    assert _label(answers_cfg, "answers") == "answers-aware"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -71,5 +72,12 @@ def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
 
 
 def _label(cfg: DictConfig, stage: str) -> str:
-    """Stage (and answer setting): the runs of one pipeline share their overrides, so names need it to differ."""
-    return f"answers-{cfg.answers.setting}" if stage == "answers" else stage
+    """Stage (answer setting, pool or generated questions): the runs of one pipeline share their overrides, so
+    their names need it to differ."""
+    if stage == "answers":
+        return f"answers-{cfg.answers.setting}"
+    if stage == "filter":
+        from culturespa.generate.filter import resolve_input
+
+        return "filter-pool" if Path(resolve_input(cfg)).is_dir() else "filter"
+    return stage

@@ -242,18 +242,42 @@ def link_cached(cfg: DictConfig, stage: str, folder: Path, produced: Sequence[Ma
     artifacts, so the group's lineage graph stays whole although nothing was recomputed."""
     from culturespa.utils.tracking import finish_run, start_run
 
-    if not enabled(cfg) or not produced:
-        if produced is None:
-            log.info("[%s] cached before artifacts were recorded: no lineage link for %s", stage, folder)
+    if not enabled(cfg):
+        return
+    specs = [Spec.from_dict(item) for item in produced or ()] or pipeline_stage_outputs(cfg, stage, folder)
+    if not specs:
+        log.info("[%s] no artifact files in %s: no lineage link", stage, folder)
         return
     run = start_run(cfg, "cached", f"{stage}-cached")
     if run is None:
         return
     try:
         run.summary["cached_folder"] = str(folder)
-        use_inputs(run, (Spec.from_dict(item) for item in produced), cfg)
+        use_inputs(run, specs, cfg)
     finally:
         finish_run(run)
+
+
+def pipeline_stage_outputs(cfg: DictConfig, stage: str, folder: Path) -> list[Spec]:
+    """A pipeline stage's outputs from its folder, for stages cached before their ``_SUCCESS.json`` listed them (or
+    while W&B was off): the same files give the same digests, so the link still finds the logged version."""
+    folder = Path(folder)
+    if stage == "questions":
+        specs = [questions(folder / "generated.jsonl")]
+    elif stage.startswith("filter"):
+        specs = [filtered(folder / "filtered.jsonl")]
+    elif stage == "answers":
+        specs = [answers(folder, "unaware"), answers(folder, str(cfg.data.system))]
+    elif stage == "pairs":
+        specs = [pairs(folder)]
+    elif stage == "train":
+        specs = adapter_inputs(folder / "adapter") if (folder / "adapter").is_dir() else []
+        specs += adapter_inputs(folder / "adapters") if (folder / "adapters").is_dir() else []
+    elif stage.startswith("eval"):
+        specs = [alignment(folder)]
+    else:
+        specs = []
+    return [s for s in specs if s.files]
 
 
 # ---------------------------------------------------------------- per-stage wiring
