@@ -267,3 +267,14 @@ def test_the_two_filter_runs_of_a_pipeline_have_different_names(make_cfg, tmp_pa
     assert len(names) == 2
     answers_cfg = make_cfg("generate", ["stage=answers", "answers.setting=aware"])
     assert _label(answers_cfg, "answers") == "answers-aware"
+
+
+def test_pipeline_wandb_folder_is_pinned_unless_given(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    from culturespa.utils.tracking import pin_wandb_dir
+
+    default = make_cfg("pipeline", [])
+    pin_wandb_dir(default, tmp_path / "runs" / "x")
+    assert default.logger.wandb.save_dir == str(tmp_path / "runs" / "x")
+    given = make_cfg("pipeline", [f"logger.wandb.save_dir={tmp_path / 'mine'}"])
+    pin_wandb_dir(given, tmp_path / "runs" / "x")
+    assert given.logger.wandb.save_dir == str(tmp_path / "mine")
