@@ -30,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
+from culturespa.utils import artifacts
 from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
-from culturespa.utils.tracking import GROUP_ENV, run_name
+from culturespa.utils.tracking import GROUP_ENV, pin_wandb_dir, run_name
 
 log = logging.getLogger("culturespa.pipeline")
 DONE = "_SUCCESS.json"
@@ -126,6 +127,7 @@ class Pipeline:
             raise CultureSPAError(f"force={unknown}: unknown stage; valid: all, {', '.join(STAGES)}")
         self.force = set(STAGES) if "all" in force else set(force)
         self.stages: list[Stage] = []
+        pin_wandb_dir(cfg, self.root / "runs" / slug(run_name(cfg), 100))  # every stage's W&B run beside comparison
 
     def _run(self, name: str, key: str, after: Sequence[Stage | str], work: Callable[[Path], dict[str, Any]]) -> Stage:
         """Run ``work`` into the stage's folder unless it is done for these settings; ``after`` are the stages (or
@@ -137,12 +139,14 @@ class Pipeline:
         done = folder / DONE
         stale = any(isinstance(a, Stage) and a.ran for a in after)
         if done.exists() and key not in self.force and not stale:
-            stage.summary = json.loads(done.read_text())["summary"]
+            record = json.loads(done.read_text())
+            stage.summary = record["summary"]
             log.info("[%s] reusing %s", name, folder)
+            artifacts.link_cached(self.cfg, name, folder, record.get("artifacts"))  # keeps this group's lineage
         else:
             log.info("[%s] running → %s", name, folder)
             folder.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
+            start, produced = time.perf_counter(), len(artifacts.PRODUCED)
             stage.summary = work(folder)
             stage.seconds = time.perf_counter() - start
             stage.ran = True
@@ -156,6 +160,7 @@ class Pipeline:
                     "settings": settings,
                     "seconds": stage.seconds,
                     "summary": _jsonable(stage.summary),
+                    "artifacts": artifacts.produced_since(produced),
                 },
             )
         self.stages.append(stage)
@@ -370,6 +375,7 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
         )
         log_uncertainty(run, comparison)
         run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
+        artifacts.track_comparison(run, cfg, comparison)  # both results in, comparison + plot out
     finally:
         finish_run(run)
 

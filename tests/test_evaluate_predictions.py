@@ -126,5 +126,5 @@ def test_results_logged_to_wandb_offline(make_cfg, wvs, tmp_path: Path) -> None:
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     tables = {str(p.relative_to(media / "table")).rsplit("_", 2)[0] for p in media.glob("table/**/*.table.json")}
-    assert tables == {"alignment/cultures", "alignment/topics", "relations/table"}
+    assert tables == {"alignment/cultures", "alignment/topics", "alignment/questions", "relations/table"}
     assert list(media.glob("images/**/*.png"))  # the relations heatmap

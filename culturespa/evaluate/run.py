@@ -115,9 +115,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "scores": {c: r["score"] for c, r in results["cultures"].items()},
         "references": averages(results["references"]),
     }
-    run = start_run(cfg, "evaluate")
+    from culturespa.evaluate.question_table import log_table, model_prompts
+    from culturespa.utils import artifacts
+
+    run = start_run(cfg, "evaluate", artifacts.evaluation_label(cfg))
     try:
+        artifacts.use_inputs(run, artifacts.evaluation_inputs(cfg), cfg)
         log_results(run, results)
+        log_table(run, answers, questions, wvs, cultures, model_prompts(cfg, wvs, plan) if source == "model" else None)
         if suite == "relations":
             from culturespa.evaluate.analyses import log_outputs, relations_outputs
 
@@ -126,6 +131,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             log_outputs(run, "relations", outputs)
             summary["relations"] = {k: str(v) for k, v in outputs.items()}
             summary["relations_matrix"] = matrix
+        artifacts.log_output(run, artifacts.alignment(out_dir), cfg)
     finally:
         finish_run(run)
     return summary

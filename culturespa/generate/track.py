@@ -1,4 +1,5 @@
-"""W&B logging shared by the generate stages: one run per stage call, a sample table, summary counts, throughput.
+"""W&B logging shared by the generate stages: one run per stage call, a sample table, summary counts, throughput,
+and the stage's artifacts (inputs declared when the run starts, outputs logged when the stage finishes cleanly).
 
 Logging never decides an outcome: with logging off (``logger.wandb=null`` or mode ``disabled``) every call is a no-op.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -57,8 +59,25 @@ def _cell(value: Any) -> Any:
 
 @contextmanager
 def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
-    run = start_run(cfg, job_type=f"generate-{stage}")
+    from culturespa.utils import artifacts
+
+    run = start_run(cfg, job_type=f"generate-{stage}", name_suffix=_label(cfg, stage))
     try:
+        artifacts.use_inputs(run, artifacts.generate_inputs(cfg, stage), cfg)
         yield StageRun(run)
+        for spec in artifacts.generate_outputs(cfg, stage):
+            artifacts.log_output(run, spec, cfg)
     finally:
         finish_run(run)
+
+
+def _label(cfg: DictConfig, stage: str) -> str:
+    """Stage (answer setting, pool or generated questions): the runs of one pipeline share their overrides, so
+    their names need it to differ."""
+    if stage == "answers":
+        return f"answers-{cfg.answers.setting}"
+    if stage == "filter":
+        from culturespa.generate.filter import resolve_input
+
+        return "filter-pool" if Path(resolve_input(cfg)).is_dir() else "filter"
+    return stage

@@ -270,6 +270,10 @@ def fit_job(
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable", category=Warning)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.is_global_zero:
+            from culturespa.utils.artifacts import track_training
+
+            track_training(loggers, cfg, target)  # pairs in, adapter out (W&B lineage)
     finally:
         _finish_wandb(loggers)
     result = read_meta(target) or {}

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 GROUP_ENV = "CULTURESPA_WANDB_GROUP"
 
@@ -58,6 +58,8 @@ def wandb_settings(cfg: DictConfig, job_type: str, name_suffix: str | None = Non
         return None
     from culturespa.config import to_plain
 
+    if name_suffix is None and os.environ.get(GROUP_ENV):
+        name_suffix = job_type  # inside a pipeline every run shares the overrides: the job type tells them apart
     name = run_name(cfg) + (f"-{name_suffix}" if name_suffix else "")
     save_dir = Path(str(wb.get("save_dir") or "."))
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,25 @@ def wandb_settings(cfg: DictConfig, job_type: str, name_suffix: str | None = Non
         "dir": str(save_dir),
         "config": to_plain(cfg),
     }
+
+
+def pin_wandb_dir(cfg: DictConfig, folder: str | Path) -> None:
+    """Put every W&B run made from ``cfg`` (and copies of it) under ``folder/wandb/`` instead of each job's output
+    folder: the pipeline keeps all runs of one pipeline run beside its ``comparison.json``. An explicit
+    ``logger.wandb.save_dir=...`` on the command line wins."""
+    from hydra.core.hydra_config import HydraConfig
+
+    wb = OmegaConf.select(cfg, "logger.wandb", default=None)
+    if wb is None:
+        return
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra app running (plain function call)
+        overrides = [str(o) for o in (OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])]
+    if any(o.lstrip("+~").startswith("logger.wandb.save_dir=") for o in overrides):
+        return
+    with open_dict(cfg):
+        cfg.logger.wandb.save_dir = str(folder)
 
 
 def start_run(cfg: DictConfig, job_type: str, name_suffix: str | None = None) -> Any:
