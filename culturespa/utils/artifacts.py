@@ -116,7 +116,8 @@ def answer_inputs(source: str | Path, wvs_dir: str | Path) -> list[Spec]:
 def answers(folder: str | Path, setting: str) -> Spec:
     """One setting's answer files: ``unaware.jsonl``, or every ``{setting}_{CODE}.jsonl`` in the folder."""
     pattern = "unaware.jsonl" if setting == "unaware" else f"{setting}_*.jsonl"
-    return Spec(f"answers-{setting}", "answers", _tree(Path(folder), (pattern,)))
+    files = {rel: path for rel, path in _tree(Path(folder), (pattern,)).items() if ".shard-" not in rel}
+    return Spec(f"answers-{setting}", "answers", files)  # shard files (answers.shard=i/n) are not the stage's output
 
 
 def pairs(folder: str | Path) -> Spec:
