@@ -149,7 +149,8 @@ class Engine:
         if tokenizer is None:
             tokenizer = load_tokenizer(spec, cache)
         if model is None:
-            model = load_model(spec, cache)
+            device = str(eng.get("device", "auto"))
+            model = load_model(spec, cache, device=None if device == "auto" else device)
         return cls(
             model,
             tokenizer,

@@ -36,7 +36,7 @@ class ModelSpec:
     path: str | None = None  # hub id or local folder (source=hf)
     gguf_package: str | None = None  # wheel holding the GGUF (source=gguf_wheel)
     gguf_file: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32 (culturespa.models.dtype)
     tiny: dict[str, Any] = field(default_factory=dict)  # LlamaConfig overrides (source=tiny_random)
     trust_remote_code: bool = False
 
@@ -57,10 +57,22 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
 
 
-def torch_dtype(name: str) -> Any:
+def torch_dtype(name: str, device: str | None = None) -> Any:
+    """The torch dtype for a ``model.dtype`` value; ``auto`` is resolved for ``device`` (see ``resolve_dtype``)."""
     import torch
 
-    return "auto" if name == "auto" else getattr(torch, name)
+    from culturespa.models.dtype import resolve_dtype
+
+    return getattr(torch, resolve_dtype(name, device))
+
+
+def _device_of(device_map: Any) -> str | None:
+    """Where a ``device_map`` puts the model (its first entry), or None when it does not say."""
+    if isinstance(device_map, dict):
+        device_map = next(iter(device_map.values()), None)
+    if isinstance(device_map, int):
+        return f"cuda:{device_map}"
+    return str(device_map) if isinstance(device_map, (str,)) and device_map != "auto" else None
 
 
 def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
@@ -227,15 +239,18 @@ def load_model(
     device_map: Any = None,
     compute_dtype: str | None = None,
     double_quant: bool = True,
+    device: str | None = None,
 ) -> Any:
-    """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded."""
+    """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded.
+    ``device`` (or ``device_map``) says where it will run, which is what ``model.dtype=auto`` is resolved for."""
     from transformers import AutoModelForCausalLM
 
+    from culturespa.models.dtype import resolve_dtype
+
     path = resolve_model_dir(spec, cache_dir)
-    qconfig = quantization_config(
-        quantization, compute_dtype or ("float32" if spec.dtype == "auto" else spec.dtype), double_quant
-    )
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "trust_remote_code": spec.trust_remote_code}
+    dtype = resolve_dtype(spec.dtype, device or _device_of(device_map))
+    qconfig = quantization_config(quantization, compute_dtype or dtype, double_quant)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": spec.trust_remote_code}
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         kwargs["device_map"] = device_map if device_map is not None else "cpu"
