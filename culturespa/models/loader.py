@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import CultureSPAError
+from culturespa.models.integrity import weights_problems
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +85,55 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> s
         looks_local = spec.path.startswith(("/", ".", "~")) or os.sep in spec.path.strip("/").split("/", 2)[-1]
         local = Path(spec.path).expanduser()
         if local.exists():
+            for file, problem in weights_problems(local):
+                raise CultureSPAError(f"{file}: {problem}; copy or download the model into {local} again")
             return str(local)
         if looks_local or spec.path.count("/") != 1:
             raise CultureSPAError(f"model.path: {spec.path}: no such model folder")
+        if hub_offline():
+            _check_hub_cache(spec.path)
         return spec.path
     target = cache / "models" / spec.name
     if (target / COMPLETE_MARKER).exists():
-        return str(target)
+        broken = weights_problems(target)
+        if not broken:
+            return str(target)
+        # a cache we build ourselves is rebuilt rather than reported: nothing the user must do
+        log.warning("%s: %s; rebuilding the %s model cache in %s", broken[0][0], broken[0][1], spec.name, target)
+        (target / COMPLETE_MARKER).unlink(missing_ok=True)
     if spec.source == "gguf_wheel":
         _build_atomically(target, lambda tmp: _convert_gguf(spec, tmp))
     else:
         _build_atomically(target, lambda tmp: _build_tiny_random(spec, tmp, cache))
     return str(target)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub may not be reached (culturespa's default; see ``set_offline_defaults``)."""
+    return any(
+        os.environ.get(key, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _check_hub_cache(repo_id: str) -> None:
+    """Offline, a hub id must be in the local cache, whole: else one line saying how to get it there."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError) or a malformed cache
+        raise CultureSPAError(
+            f"model.path: {repo_id}: not in the Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1); "
+            f"download it once with `huggingface-cli download {repo_id}` (or set HF_HUB_OFFLINE=0), "
+            f"or set model.path to a local folder"
+        ) from None
+    for file, problem in weights_problems(folder):
+        repo_folder = folder.parents[1] if folder.parent.name == "snapshots" else folder
+        raise CultureSPAError(
+            f"{file}: {problem}; delete the cached model ({repo_folder}) and download it again with "
+            f"`huggingface-cli download {repo_id}`"
+        )
 
 
 def _build_atomically(target: Path, build: Any) -> None:
@@ -192,7 +230,10 @@ def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_dir(spec, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except OSError as err:
+        raise CultureSPAError(f"model.path: {path}: cannot load the tokenizer ({str(err).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
