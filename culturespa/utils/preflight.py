@@ -191,7 +191,7 @@ def check_model(spec: Any, cache_dir: str | Path | None) -> None:
             raise CultureSPAError(f"model {spec.name}: model.tiny.tokenizer_from must describe the tokenizer's model")
         check_model(ModelSpec.from_config(base), cache)
         need = _tiny_bytes(spec.tiny)
-    check_disk(cache, need, f"building the {spec.name} model cache")
+    check_disk(target, need, f"building the {spec.name} model cache")
 
 
 def _gguf_bits(file: str) -> float:
