@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from omegaconf import DictConfig
+
 from culturespa.errors import CultureSPAError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,7 +32,7 @@ def task_wrapper(func: F) -> F:
     @functools.wraps(func)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
-            if args:  # the composed config: check what the run needs before any work
+            if args and isinstance(args[0], DictConfig):  # check what the run needs before any work
                 from culturespa.utils.preflight import preflight
 
                 preflight(args[0])
