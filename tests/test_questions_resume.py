@@ -91,3 +91,13 @@ def test_resumed_question_generation_equals_uninterrupted(make_cfg, tmp_path: Pa
         assert resumed["replies_this_run"] == full_count["replies"] - crash_after
         sidecar = out.with_name(out.name + ".meta.json").read_text()
         assert sidecar == full_out.with_name(full_out.name + ".meta.json").read_text()
+
+
+def test_question_prompt_ends_with_the_response_prefix(make_cfg) -> None:  # noqa: ANN001
+    """The model must see the response prefix the reply is recorded with (it used to be dropped by the engine)."""
+    from culturespa.infer.engine import Request
+
+    engine = Engine.from_config(make_cfg("generate", ["model=tiny_random"]))
+    request = Request("k", [{"role": "user", "content": "Write a survey question."}], prefix="```json\n{")
+    (result,) = next(iter(engine.generate([request], 0.0, 1.0, 2)))
+    assert result.prompt.endswith("<|im_start|>assistant\n```json\n{")

@@ -237,7 +237,7 @@ class Engine:
             raise CultureSPAError(f"max_new_tokens: {max_new_tokens} must be >= 1")
         if not 0 < top_p <= 1:
             raise CultureSPAError(f"top_p: {top_p} must be in (0, 1]")
-        reqs = [Request(r.key, r.messages, None) for r in requests]
+        reqs = [Request(r.key, r.messages, None, r.prefix) for r in requests]  # the reply continues the prefix
         greedy = temperature <= 0
         yield from self._run(
             reqs, desc, lambda batch: self._generate_batch(batch, greedy, temperature, top_p, max_new_tokens, seed)
