@@ -36,7 +36,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def _make(config_name: str = "train", overrides: Sequence[str] = (), wandb_mode: str = "offline") -> DictConfig:
         out = tmp_path / "run"
-        cfg = compose(config_name, [*overrides], output_dir=out)
+        # model.dtype=auto picks bf16 or fp32 by CPU: tests that compare answers pin fp32 unless they ask otherwise
+        pin = [] if any(o.startswith("model.dtype=") for o in overrides) else ["model.dtype=float32"]
+        cfg = compose(config_name, [*overrides, *pin], output_dir=out)
         with open_dict(cfg):
             cfg.paths.work_dir = str(tmp_path / "work")
             cfg.paths.log_dir = str(tmp_path / "logs")

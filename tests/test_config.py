@@ -133,7 +133,7 @@ def test_gpu_model_configs_are_complete(tmp_path: Path) -> None:
     for name in ("llama3_8b_instruct", "qwen2_5_7b_instruct", "mistral_7b_instruct"):
         cfg = compose("train", [f"model={name}"], output_dir=tmp_path)
         spec = ModelSpec.from_config(cfg.model)
-        assert spec.source == "hf" and "/" in spec.path and spec.dtype == "bfloat16"
+        assert spec.source == "hf" and "/" in spec.path and spec.dtype == "auto"
         assert list(cfg.peft.target_modules) == [
             "q_proj",
             "k_proj",

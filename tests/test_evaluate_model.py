@@ -27,7 +27,7 @@ def make_adapter(folder: Path, seed: int, base_model: str = "tiny_random", user_
     from culturespa.models.loader import ModelSpec, load_model
     from culturespa.prompts.builder import PromptStyle
 
-    cfg = compose("evaluate", ["model=tiny_random"], output_dir=folder.parent)
+    cfg = compose("evaluate", ["model=tiny_random", "model.dtype=float32"], output_dir=folder.parent)
     model = load_model(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
     torch.manual_seed(seed)
     lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -29,3 +29,5 @@ def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[
         )
     printed = capsys.readouterr().out
     assert "paper loop" in printed and "vs paper loop" in printed and "floor" in printed
+    # bf16 speed depends on the CPU: every figure line names the CPU capability it was measured on
+    assert out["cpu"] and all(f"[CPU {out['cpu']}]" in line for line in printed.splitlines() if "/s" in line)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import fail
+from culturespa.utils.failures import user_os_error
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -22,8 +23,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -44,7 +46,8 @@ def read_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    text = _decode(data, path, None)
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -59,15 +62,34 @@ def read_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{path}:{number}", record) for number, record in iter_jsonl(path)]
 
 
+def _decode(data: bytes, path: Path, number: int | None) -> str:
+    """UTF-8 text of a line (``number``) or a whole file; other bytes are a one-line error naming line and byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = number if number is not None else data.count(b"\n", 0, err.start) + 1
+        column = err.start + 1 if number is not None else err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise fail(
+            f"{path}:{line}",
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); re-save the file as UTF-8",
+        ) from None
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise user_os_error(err, path.parent) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise user_os_error(err, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -136,14 +158,20 @@ class ResumableJsonl:
         key = self.key(record)
         if key in self.records:
             return
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as err:  # full disk: earlier lines stay; a torn last line is dropped on resume
+            raise user_os_error(err, self.part) from None
         self.records[key] = record
 
     def append_many(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
             self.append(record)
-        os.fsync(self._handle.fileno())
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as err:
+            raise user_os_error(err, self.part) from None
 
     def finish(self, order: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Write the final file atomically (in ``order`` when given) and delete the part file."""
@@ -156,4 +184,7 @@ class ResumableJsonl:
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError:  # the flush failed as the append did (full disk); that error is already on its way
+                pass

@@ -114,6 +114,7 @@ def resolve_adapters(
             root = root / "adapters"
     if _is_adapter(root):
         check_base_model(root, model_cfg, cache_dir)
+        _check_weights(root)
         return AdapterPlan("joint", {None: root})
     found = {code: root / code for code in cultures if _is_adapter(root / code)}
     if not found:
@@ -126,4 +127,15 @@ def resolve_adapters(
         raise CultureSPAError(f"eval.adapter: {root}: no adapter for culture(s) {', '.join(missing)}")
     for folder in found.values():
         check_base_model(folder, model_cfg, cache_dir)
+        _check_weights(folder)
     return AdapterPlan("specific", dict(found))
+
+
+def _check_weights(folder: Path) -> None:
+    """A truncated or foreign ``adapter_model.safetensors`` is one line now, not a traceback after the base loads."""
+    from culturespa.models.integrity import weights_problems
+
+    for file, problem in weights_problems(folder):
+        raise fail(
+            file, f"{problem}; train the adapter again (same command resumes) or point eval.adapter at a good copy"
+        )

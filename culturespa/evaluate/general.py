@@ -74,10 +74,12 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
     if unknown:
         raise CultureSPAError(f"eval.general.tasks: unknown lm-eval task(s) {', '.join(unknown)}")
 
+    from culturespa.models.dtype import resolve_dtype
     from culturespa.models.loader import ModelSpec, resolve_model_dir
 
     spec = ModelSpec.from_config(cfg.model)
     model_dir = resolve_model_dir(spec, cfg.paths.cache_dir)
+    dtype = resolve_dtype(spec.dtype, _device(str(cfg.engine.device)))
     targets: list[tuple[str, Path | None]] = [("base", None)]
     if plan.kind == "joint":
         targets.append(("adapter", plan.folder_for(None)))
@@ -91,7 +93,7 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
             pretrained=model_dir,
             peft=str(adapter) if adapter else None,
             device=_device(str(cfg.engine.device)),
-            dtype=spec.dtype,
+            dtype=dtype,
             batch_size=int(g.batch_size),
             trust_remote_code=spec.trust_remote_code,
         )
@@ -116,7 +118,7 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
     result = {
         "metric": "general",
         "model": spec.name,
-        "dtype": spec.dtype,
+        "dtype": dtype,
         "adapter": plan.describe(),
         "settings": OmegaConf.to_container(g, resolve=True),
         "scores": scores,

@@ -5,8 +5,13 @@ Slot ``n`` of topic ``t`` becomes question ``gen-t{t}-{n}``. Work proceeds in wa
 ``n_examples`` examples: ``n_generated`` questions already generated for the topic (as many as exist at the start of
 the wave) and real WVS questions of the topic for the rest, shuffled; the choice is seeded from (seed, topic, slot,
 attempt). A reply without a usable JSON question is retried (next attempt) up to ``max_retries`` times; a slot that
-still fails is recorded as failed, so a rerun does not retry it forever. Finished slots are appended to
-``<output>.part`` as whole lines, so a killed run resumes where it stopped.
+still fails is recorded as failed, so a rerun does not retry it forever.
+
+Resume equals an uninterrupted run: every outcome is appended to ``<output>.part`` as a whole line as soon as it is
+known (a finished slot, a failed slot, and also each retried attempt as a ``{"id": "gen-t0-3#a0", "retry": true}``
+line). A rerun replays the wave loop from the start: requests whose outcome is in the part file are not sent to the
+model, so every wave, every slot's attempt counter and every set of examples a slot sees are rebuilt exactly as the
+uninterrupted run had them, and only the attempts that never finished are asked again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from culturespa.prompts.builder import PromptBuilder, PromptStyle
 
 log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 50
+CARRIED = "#carried"  # part-file line naming the slots taken over from a finished file (grown per_topic)
 
 
 def resolve_topics(value: Any) -> list[int]:
@@ -155,18 +161,24 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     store = ResumableJsonl(output, key=lambda r: r["id"])
     if store.dropped_torn_line:
         log.warning("questions: dropped a torn last line from %s (killed run)", store.part)
-    store.append_many(r for k, r in finished.items() if k not in store.records)  # extend a finished file
+    if finished and CARRIED not in store.records:  # extend a finished file: its slots count as resolved from the start
+        store.append_many(
+            [*(r for k, r in finished.items() if k not in store.records), {"id": CARRIED, "ids": list(finished)}]
+        )
+    carried = store.records.get(CARRIED, {}).get("ids", [])
     engine = Engine.from_config(cfg)
+    # the state the wave loop decides with, rebuilt by replay on resume: resolved slots and attempt counters
+    resolved: dict[str, dict[str, Any]] = {k: store.records[k] for k in carried if k in store.records}
     attempts: dict[str, int] = {}
     cache: dict[str, Question] = {}
 
     def as_question(key: str) -> Question:
         if key not in cache:
-            cache[key] = Question.from_record(store.records[key])
+            cache[key] = Question.from_record(resolved[key])
         return cache[key]
 
     samples: list[list[Any]] = []
-    new_replies = 0
+    new_replies = replayed = 0
     started = time.perf_counter()
     bar = tqdm(total=len(expected), initial=sum(k in store.records for k in expected), desc="questions", unit="q")
     try:
@@ -174,11 +186,9 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
             wave: list[Any] = []
             examples_of: dict[str, list[Question]] = {}
             for t in topics:
-                open_slots = [n for n in range(int(qcfg.per_topic)) if question_id(t, n) not in store.records]
                 slot_ids = [question_id(t, n) for n in range(int(qcfg.per_topic))]
-                generated = [
-                    as_question(k) for k in slot_ids if k in store.records and not store.records[k].get("failed")
-                ]
+                open_slots = [n for n in range(int(qcfg.per_topic)) if question_id(t, n) not in resolved]
+                generated = [as_question(k) for k in slot_ids if k in resolved and not resolved[k].get("failed")]
                 for n in open_slots[: int(qcfg.batch_size)]:
                     qid = question_id(t, n)
                     attempt = attempts.get(qid, 0)
@@ -190,8 +200,21 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                     wave.append(Request(key, messages, prefix=prefix))
             if not wave:
                 break
+            todo = []
+            for req in wave:  # outcomes an interrupted run already recorded: replayed, not asked again
+                qid, attempt = req.key.rsplit("#a", 1)[0], int(req.key.rsplit("#a", 1)[1])
+                if req.key in store.records:
+                    attempts[qid] = attempt + 1
+                    replayed += 1
+                elif qid in store.records:
+                    resolved[qid] = store.records[qid]
+                    replayed += 1
+                else:
+                    todo.append(req)
+            if not todo:
+                continue
             batches = engine.generate(
-                wave,
+                todo,
                 float(qcfg.temperature),
                 float(qcfg.top_p),
                 int(qcfg.max_new_tokens),
@@ -199,7 +222,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                 desc="questions: wave",
             )
             for results in batches:
-                resolved: list[dict[str, Any]] = []
+                lines: list[dict[str, Any]] = []
                 for res in results:
                     qid, attempt = res.key.rsplit("#a", 1)[0], int(res.key.rsplit("#a", 1)[1])
                     t, n = (int(x) for x in qid.removeprefix("gen-t").split("-"))
@@ -217,20 +240,29 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                             ]
                         )
                     if isinstance(got, Extracted):
-                        resolved.append(
-                            _record(t, n, got, examples_of[res.key], attempt + 1, seed, reply, str(cfg.model.name))
+                        resolved[qid] = _record(
+                            t, n, got, examples_of[res.key], attempt + 1, seed, reply, str(cfg.model.name)
                         )
+                        lines.append(resolved[qid])
                     elif attempt + 1 > int(qcfg.max_retries):
-                        resolved.append(
-                            {"id": qid, "failed": True, "attempts": attempt + 1, "reason": got, "raw": reply}
-                        )
+                        resolved[qid] = {
+                            "id": qid,
+                            "failed": True,
+                            "attempts": attempt + 1,
+                            "reason": got,
+                            "raw": reply,
+                        }
+                        lines.append(resolved[qid])
                     else:
                         attempts[qid] = attempt + 1
-                store.append_many(resolved)
-                bar.update(len(resolved))
+                        lines.append({"id": res.key, "retry": True, "reason": got})
+                store.append_many(lines)
+                bar.update(sum(1 for line in lines if not line.get("retry")))
     finally:
         bar.close()
         store.close()
+    if replayed:
+        log.info("questions: resumed; %d attempts replayed from %s, %d asked now", replayed, store.part, new_replies)
     good = [k for k in expected if k in store.records and not store.records[k].get("failed")]
     failed = [store.records[k] for k in expected if k in store.records and store.records[k].get("failed")]
     bad_json = sum(r["attempts"] for r in failed) + sum(store.records[k]["meta"]["attempts"] - 1 for k in good)
@@ -263,5 +295,6 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
         "failed": len(failed),
         "bad_json": bad_json,
         "replies_per_s": new_replies / elapsed if elapsed else None,
+        "replies_this_run": new_replies,
         "skipped": False,
     }

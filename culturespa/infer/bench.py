@@ -164,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = [f"model={args.model}", "logger=none"]
+    from culturespa.models.dtype import cpu_capability
+
+    cap = f"[CPU {cpu_capability()}]"  # printed beside every figure: bf16 speed depends on it
+    overrides = [f"model={args.model}", "model.dtype=float32", "logger=none"]  # fp32 baseline; bf16 below
     cfg = compose("generate", overrides, output_dir=args.output_dir)
     engine = Engine.from_config(cfg)
     engine.batch_size = args.batch_size
@@ -176,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     total_tokens, own_tokens, run_tokens, n_batches = token_counts(engine, requests)
     out: dict[str, Any] = {
         "model": args.model,
+        "cpu": cpu_capability(),
         "prompts": len(requests),
         "params": params,
         "threads": torch.get_num_threads(),
@@ -187,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"infer bench: {args.model} ({params / 1e6:.1f} M params, {model.dtype}), {len(requests)} prompts "
         f"({len(requests) // len(args.cultures)} WVS questions x {len(args.cultures)} cultures, aware prompts), "
         f"{torch.get_num_threads()} torch threads, batch {args.batch_size}, max padding {engine.max_padding}, "
-        f"prepack {engine.prepack}"
+        f"prepack {engine.prepack}, {cap}"
     )
     print(
         f"  prompt tokens: {total_tokens} in all, {own_tokens} outside shared prefixes, {run_tokens} run in "
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     paper_rounds = [paper_loop(engine, paper_requests)]
-    print(f"  paper loop   : {1 / paper_rounds[0][0]:8.2f} prompts/s  (round 1)", flush=True)
+    print(f"  paper loop   : {1 / paper_rounds[0][0]:8.2f} prompts/s  (round 1)  {cap}", flush=True)
 
     shapes = layer_shapes(model.config)
     rows = min(4096, args.batch_size * max(1, own_tokens // max(1, len(requests))))
@@ -222,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "valid": valid,
             "rounds": rounds,
         }
-        lines[name] = f"(wall {seconds:.1f} s, cpu {cpu_seconds:.1f} s, best of {rounds})"
+        lines[name] = f"(wall {seconds:.1f} s, cpu {cpu_seconds:.1f} s, best of {rounds})  {cap}"
         if name.startswith("logprob"):
             threads = torch.get_num_threads()
             floor = 2 * params * own_tokens / flops
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"\n  {'':13s}  floor {floor:.1f} s at {flops / 1e9:.0f} GFLOP/s {str(dtype)[6:]} matmul"
                 f" -> wall {seconds / floor:.2f}x floor;"
                 f" by CPU time: floor {cpu_floor:.1f} s at {cpu_flops / 1e9:.0f} GFLOP/s"
-                f" -> {cpu_seconds / threads / cpu_floor:.2f}x floor"
+                f" -> {cpu_seconds / threads / cpu_floor:.2f}x floor  {cap}"
             )
         out[name] = entry
         print(f"  {name:13s}: {entry['prompts_per_s']:8.2f} prompts/s  valid {valid:6.1%}  {lines[name]}", flush=True)
@@ -258,11 +262,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"  paper loop   : {1 / paper_s:8.2f} prompts/s  valid {paper_valid:6.1%}  "
         f"(best of rounds {', '.join(f'{1 / r[0]:.2f}' for r in paper_rounds)}; {len(paper_requests)} prompts, "
-        f"{paper_new:.0f} new tokens each on average)"
+        f"{paper_new:.0f} new tokens each on average)  {cap}"
     )
     for name, *_ in modes:
         out[name]["speedup_vs_paper"] = out[name]["prompts_per_s"] * paper_s
-        print(f"  {name:13s}: x{out[name]['speedup_vs_paper']:6.1f} vs paper loop")
+        print(f"  {name:13s}: x{out[name]['speedup_vs_paper']:6.1f} vs paper loop  {cap}")
     return out
 
 

@@ -153,7 +153,8 @@ class Engine:
         if tokenizer is None:
             tokenizer = load_tokenizer(spec, cache)
         if model is None:
-            model = load_model(spec, cache)
+            device = str(eng.get("device", "auto"))
+            model = load_model(spec, cache, device=None if device == "auto" else device)
         return cls(
             model,
             tokenizer,
@@ -241,7 +242,7 @@ class Engine:
             raise CultureSPAError(f"max_new_tokens: {max_new_tokens} must be >= 1")
         if not 0 < top_p <= 1:
             raise CultureSPAError(f"top_p: {top_p} must be in (0, 1]")
-        reqs = [Request(r.key, r.messages, None) for r in requests]
+        reqs = [Request(r.key, r.messages, None, r.prefix) for r in requests]  # the reply continues the prefix
         greedy = temperature <= 0
         yield from self._run(
             reqs, desc, lambda batch: self._generate_batch(batch, greedy, temperature, top_p, max_new_tokens, seed)

