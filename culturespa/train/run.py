@@ -139,10 +139,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the adapter(s) of ``cfg.mode``; returns output paths and headline numbers per job."""
     cultures = validate_config(cfg)
     plan = BatchPlan.from_config(cfg)
-    splits = prepare_splits(cfg, cultures)  # every pairs file checked before any model is loaded
-    style = training_style(cfg)
     mode = str(cfg.mode.name)
-    jobs: list[tuple[str, list[str]]] = [("joint", cultures)] if mode == "joint" else [(c, [c]) for c in cultures]
+    # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
+    splits = prepare_splits(cfg, cultures, skip_empty=mode == "joint")
+    style = training_style(cfg)
+    trained = [c for c in cultures if c in splits]
+    jobs: list[tuple[str, list[str]]] = [("joint", trained)] if mode == "joint" else [(c, [c]) for c in cultures]
 
     from culturespa.models.loader import ModelSpec, load_tokenizer
 
@@ -158,6 +160,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     return {
         "mode": mode,
         "cultures": cultures,
+        "skipped_cultures": [c for c in cultures if c not in splits],
         "output_dir": str(cfg.sft.output_dir),
         "adapters": {name: run["adapter"] for name, run in runs.items()},
         "world_size": plan.world_size,
