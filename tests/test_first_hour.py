@@ -63,3 +63,60 @@ def test_joint_run_trains_without_the_empty_culture(make_cfg, tmp_path: Path) ->
     assert result["skipped_cultures"] == ["KEN"]
     meta = json.loads((out / "adapter" / "culturespa.json").read_text())
     assert meta["cultures"] == ["USA", "CHN"]
+
+
+class _Stop(Exception):
+    """Raised in place of the answers stage: these tests need only step 1."""
+
+
+def _filtered_ids(root: Path) -> dict[str, list[str]]:
+    out = {}
+    for file in sorted(root.glob("filter-pool/*/filtered.jsonl")):
+        out[file.parent.name] = [json.loads(line)["id"] for line in file.read_text().splitlines()]
+    return out
+
+
+def _step1(make_cfg, root: Path, monkeypatch, *extra: str) -> None:  # noqa: ANN001
+    from omegaconf import open_dict
+
+    import culturespa.generate.answers as answers
+    from culturespa.pipeline import run_pipeline
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(answers, "run_answers", stop)
+    cfg = make_cfg("pipeline", ["model=tiny_random", "pipeline.questions=pool", "logger=none", *extra])
+    with open_dict(cfg):
+        cfg.pipeline.root = str(root)
+    with pytest.raises(_Stop):
+        run_pipeline(cfg)
+
+
+def _leftover(path: Path) -> None:
+    from culturespa.data.questions import Question
+
+    question = Question("gen-t0-0", "Is a leftover a good question?", ("Yes", "No"), 1, "social values", "generated")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(question.to_record()) + "\n")
+
+
+def test_pipeline_pool_never_reads_a_leftover_stage_by_stage_file(make_cfg, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    _leftover(tmp_path / "work" / "questions" / "generated.jsonl")  # a manual `generate.py stage=questions` run
+    root = tmp_path / "pipeline"
+    _step1(make_cfg, root, monkeypatch, "filter.limit_per_topic=1")
+    (ids,) = _filtered_ids(root).values()
+    assert len(ids) == 13 and all(i.startswith("pool-t") for i in ids)  # the paper's pool, one per topic
+
+
+def test_pipeline_pool_cache_follows_the_file_content(make_cfg, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    pool = tmp_path / "mine.jsonl"
+    _leftover(pool)
+    root = tmp_path / "pipeline"
+    _step1(make_cfg, root, monkeypatch, f"filter.input={pool}")
+    assert list(_filtered_ids(root).values()) == [["gen-t0-0"]]
+    record = json.loads(pool.read_text())
+    record["id"] = "gen-t0-1"  # the same path, other content: the cached stage must not be reused
+    pool.write_text(json.dumps(record) + "\n")
+    _step1(make_cfg, root, monkeypatch, f"filter.input={pool}")
+    assert sorted(_filtered_ids(root).values()) == [["gen-t0-0"], ["gen-t0-1"]]
