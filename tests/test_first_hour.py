@@ -120,3 +120,36 @@ def test_pipeline_pool_cache_follows_the_file_content(make_cfg, tmp_path: Path, 
     pool.write_text(json.dumps(record) + "\n")
     _step1(make_cfg, root, monkeypatch, f"filter.input={pool}")
     assert sorted(_filtered_ids(root).values()) == [["gen-t0-0"], ["gen-t0-1"]]
+
+
+@pytest.mark.slow
+def test_predictions_read_our_own_answer_files_and_score_as_the_model_run(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    from culturespa.evaluate.run import evaluate
+
+    common = ["debug=tiny", "cultures=[USA,CHN]", "logger=none"]
+    model_run = evaluate(make_cfg("evaluate", [*common, f"eval.output_dir={tmp_path / 'model'}"]))
+    files = sorted((tmp_path / "model" / "answers").glob("*_USA.jsonl"))
+    assert len(files) == 1 and '"id": ' in files[0].read_text()  # our schema: `id`, not `Q_id`
+    template = str(files[0]).replace("_USA.jsonl", "_{culture}.jsonl")
+    scored = evaluate(
+        make_cfg(
+            "evaluate",
+            [*common, "eval.source=predictions", f"eval.predictions.path='{template}'", f"eval.output_dir={tmp_path}"],
+        )
+    )
+    assert scored["scores"] == model_run["scores"]
+    assert scored["js_similarity_average"] == pytest.approx(model_run["js_similarity_average"])  # distributions kept
+
+
+def test_predictions_keep_runs_of_sampled_answer_files(wvs, tmp_path: Path) -> None:  # noqa: ANN001
+    from culturespa.evaluate.predictions import load_predictions
+
+    q = wvs.eval_questions[0]
+    path = tmp_path / "aware_USA.jsonl"
+    rows = [{"id": q.id, "culture": "USA", "run": r, "answer": q.numbers[r]} for r in (0, 1)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = load_predictions(path, [q])
+    assert [(r["id"], r["run"], r["answer"]) for r in records] == [(q.id, 0, q.numbers[0]), (q.id, 1, q.numbers[1])]
+    path.write_text("".join(json.dumps(r | {"run": 0}) + "\n" for r in rows))
+    with pytest.raises(CultureSPAError, match=rf"aware_USA.jsonl:2: duplicate Q_id '{q.id}' run 0"):
+        load_predictions(path, [q])
