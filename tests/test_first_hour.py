@@ -153,3 +153,69 @@ def test_predictions_keep_runs_of_sampled_answer_files(wvs, tmp_path: Path) -> N
     path.write_text("".join(json.dumps(r | {"run": 0}) + "\n" for r in rows))
     with pytest.raises(CultureSPAError, match=rf"aware_USA.jsonl:2: duplicate Q_id '{q.id}' run 0"):
         load_predictions(path, [q])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_cli_prints_each_lightning_line_once_and_a_true_epoch_bar(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 14})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}", f"sft.output_dir={tmp_path / 'out'}"]
+    args += [f"paths.log_dir={tmp_path / 'logs'}", "data.val_fraction=0"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-2000:]
+    assert output.count("GPU available:") == 1  # was twice: Lightning's own handler plus Hydra's root handler
+    assert output.count("optimiser steps (global batch 4") == 1
+    # 3 optimiser steps x 2 micro-batches of accumulation: 6 micro-batches in one epoch (was `Epoch 0/-2` and `6/3`)
+    assert "Epoch 1/1" in output and "6/6" in output and "/-" not in output
+
+
+class _BarProbe:
+    """Records the training bar's label and total at every epoch's first batch."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        probe = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+                bar = trainer.progress_bar_callback
+                if batch_idx == 0:
+                    tqdm_bar = getattr(bar, "train_progress_bar", None)
+                    desc = str(getattr(tqdm_bar, "desc", "")).removesuffix(": ")  # tqdm appends ": "
+                    probe.seen.append((desc, getattr(tqdm_bar, "total", None)))
+
+        self.seen: list[tuple[str | None, int | None]] = []
+        self.callback = Callback()
+
+
+@pytest.mark.slow
+def test_epoch_bar_totals_when_max_steps_ends_in_the_second_epoch(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    from culturespa.train.run import train
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 12})  # 12 examples / 2 per micro-batch = 6 micro-batches
+    probe = _BarProbe()
+    cfg = make_cfg(
+        "train",
+        [
+            *TINY_TRAIN,
+            "trainer.enable_progress_bar=true",
+            "cultures=[USA]",
+            "data.val_fraction=0",
+            "sft.max_steps=4",  # 3 steps in epoch 1 (accumulation 2), the 4th after 2 micro-batches of epoch 2
+            f"sft.pairs_dir={pairs}",
+            f"sft.output_dir={tmp_path / 'out'}",
+        ],
+    )
+    train(cfg, callbacks=[probe.callback])
+    assert probe.seen == [("Epoch 1/2", 6), ("Epoch 2/2", 2)]

@@ -187,6 +187,10 @@ def fit_job(
     from culturespa.train.checkpoints import AdapterExport, checkpoint_callback, read_meta, resume_path
     from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
     from culturespa.train.module import SFTModule
+    from culturespa.train.progress import progress_callbacks
+    from culturespa.utils.logs import single_log_lines
+
+    single_log_lines()
 
     out = Path(str(cfg.sft.output_dir))
     target = out / "adapter" if name == "joint" else out / "adapters" / name
@@ -254,7 +258,12 @@ def fit_job(
     loggers = make_loggers(cfg, name, name if name != "joint" else None)
     trainer = L.Trainer(
         **trainer_kwargs(cfg, plan, bool(val_ex)),
-        callbacks=[*callbacks, export, checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps))],
+        callbacks=[
+            *callbacks,
+            *progress_callbacks(cfg.trainer),
+            export,
+            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
+        ],
         logger=loggers or False,
         default_root_dir=str(out),
     )
