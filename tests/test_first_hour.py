@@ -219,3 +219,27 @@ def test_epoch_bar_totals_when_max_steps_ends_in_the_second_epoch(make_cfg, tmp_
     )
     train(cfg, callbacks=[probe.callback])
     assert probe.seen == [("Epoch 1/2", 6), ("Epoch 2/2", 2)]
+
+
+@pytest.mark.slow
+def test_question_bar_counts_replies_with_a_total_that_holds(make_cfg, monkeypatch, capsys) -> None:  # noqa: ANN001
+    import re
+
+    import culturespa.generate.questions as questions
+    from culturespa.generate.json_extract import Extracted
+
+    real = questions.extract_question
+    calls = {"n": 0}
+
+    def first_reply_is_a_question(reply: str):  # noqa: ANN202
+        calls["n"] += 1
+        return Extracted("Is this a question?", ["Yes", "No"]) if calls["n"] == 1 else real(reply)
+
+    monkeypatch.setattr(questions, "extract_question", first_reply_is_a_question)
+    overrides = ["model=tiny_random", "questions.per_topic=1", "questions.topics=[0,1]", "questions.max_retries=1"]
+    cfg = make_cfg("generate", [*overrides, "questions.max_new_tokens=4", "logger=none"])
+    result = questions.run_questions(cfg)
+    assert result["generated"] == 1 and result["failed"] == 1
+    bars = re.findall(r"questions: +(\d+)%\|[^|]*\| *(\d+)/(\d+) \[[^]]*reply", capsys.readouterr().err)
+    # 2 slots x 2 attempts at most; slot 1 resolved at its first reply: 3 replies, and the total said so at the end
+    assert bars and bars[-1] == ("100", "3", "3")
