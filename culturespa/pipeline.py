@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
+from culturespa.generate.pool import files_digest, pipeline_pool
 from culturespa.utils import artifacts
 from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
 from culturespa.utils.tracking import GROUP_ENV, pin_wandb_dir, run_name
@@ -211,8 +212,8 @@ class Pipeline:
             limit = None if mode == "both" else cfg.filter.limit_per_topic  # keep every generated question
             filtered.append(self._filter("filter", str(questions.folder / "generated.jsonl"), questions, limit))
         if mode in ("pool", "both"):
-            pool = str(cfg.paths.question_pool_dir) if mode == "both" else str(cfg.filter.input)
-            source = "pool:" + hashlib.sha1(pool.encode()).hexdigest()[:8]
+            pool = pipeline_pool(cfg, mode)
+            source = "pool:" + files_digest(pool)  # the content decides the cached stage, not the path
             filtered.append(self._filter("filter-pool", pool, source, cfg.filter.limit_per_topic))
 
         # Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings.

@@ -1,9 +1,12 @@
 """Answers made elsewhere (another framework, an API model, a person) read from files, so they can be scored exactly
 like our own model's answers.
 
-A predictions file is a JSON list or JSONL of records with at least ``Q_id`` and ``answer``; the answer is free text
-parsed like model output (the first valid option number in it), so ``"3"``, ``3`` and ``"3. Agree"`` all count. Other
-fields are ignored. ``{culture}`` in the path is replaced by each culture code; a path without it is one file scored
+A predictions file is a JSON list or JSONL of records with at least ``Q_id`` (or ``id``, as in this project's own
+answer files) and ``answer``; the answer is free text parsed like model output (the first valid option number in it),
+so ``"3"``, ``3`` and ``"3. Agree"`` all count. Our own answer files (``generate.py stage=answers answers.input=wvs``,
+``evaluate.py``'s ``answers/``) are read as they are: their ``run`` (sampled runs, one record per question and run)
+and option ``distribution`` (logprob answers) are kept, so they score as they did when written. Other fields are
+ignored. ``{culture}`` in the path is replaced by each culture code; a path without it is one file scored
 against every culture.
 """
 
@@ -41,6 +44,12 @@ def _answer_text(value: Any) -> str:
     return str(value)
 
 
+def _run_number(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fail(where, f"'run' must be a run number >= 0, got {value!r}")
+    return value
+
+
 def load_predictions(path: str | Path, questions: Sequence[Question]) -> list[dict[str, Any]]:
     """Answer records (the shared answer schema, run 0) for the questions found in ``path``.
 
@@ -54,27 +63,31 @@ def load_predictions(path: str | Path, questions: Sequence[Question]) -> list[di
     records: list[dict[str, Any]] = []
     for where, item in read_records(path):
         for key in ("Q_id", "answer"):
-            if key not in item:
-                raise fail(where, f"missing field {key!r} (a prediction needs 'Q_id' and 'answer')")
-        q_id = str(item["Q_id"]).strip()
+            if key not in item and not (key == "Q_id" and "id" in item):
+                raise fail(where, f"missing field {key!r} (a prediction needs 'Q_id' (or 'id') and 'answer')")
+        q_id = str(item["Q_id"] if "Q_id" in item else item["id"]).strip()
         question = by_id.get(q_id)
         if question is None:
             raise fail(where, f"unknown Q_id {q_id!r} (not one of the {len(by_id)} evaluation questions)")
-        if q_id in seen:
-            raise fail(where, f"duplicate Q_id {q_id!r} (first seen at {seen[q_id]})")
-        seen[q_id] = where
+        run = _run_number(item.get("run", 0), where)
+        key = f"{q_id}|{run}"
+        if key in seen:
+            again = f" run {run}" if "run" in item else ""
+            raise fail(where, f"duplicate Q_id {q_id!r}{again} (first seen at {seen[key]})")
+        seen[key] = where
         raw = _answer_text(item["answer"])
         number = parse_answer(raw, question.numbers)
+        dist = item.get("distribution")
         records.append(
             {
                 "id": q_id,
                 "culture": None,
                 "setting": "predictions",
-                "run": 0,
+                "run": run,
                 "raw": raw,
                 "answer": number,
                 "valid": number is not None,
-                "distribution": None,
+                "distribution": dist if isinstance(dist, dict) and dist else None,
                 "question": question.to_record(),
             }
         )

@@ -7,6 +7,7 @@ the file and the record, before any model is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from culturespa.data.jsonl import read_records
 from culturespa.data.questions import Question
 from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import fail
+
+# filter.input's default: the file a stage-by-stage `generate.py stage=questions` run writes under paths.work_dir
+_STAGE_BY_STAGE_INPUT = "${questions.output}"
 
 _TOPIC_FILE = re.compile(r"topic_(\d+)\.json$")
 
@@ -83,3 +87,31 @@ def load_questions(path: str | Path) -> list[Question]:
             seen[question.id] = where
             questions.append(question)
     return questions
+
+
+def pipeline_pool(cfg: Any, mode: str) -> str:
+    """The question pool the pipeline filters for ``pipeline.questions=pool|both``.
+
+    ``both`` adds the paper's pool to the model's own questions. ``pool`` reads ``filter.input``, except where it is
+    still its stage-by-stage default (``questions.output``, a leftover of a manual run outside the pipeline's cache):
+    the pipeline's own questions come only from its cache, so there the paper's pool is meant.
+    """
+    from omegaconf import OmegaConf
+
+    if mode == "both":
+        return str(cfg.paths.question_pool_dir)
+    raw = OmegaConf.to_container(cfg.filter, resolve=False).get("input")
+    if raw == _STAGE_BY_STAGE_INPUT:
+        return str(cfg.paths.question_pool_dir)
+    value = str(cfg.filter.input)
+    return str(cfg.paths.question_pool_dir) if value == "paper" else value
+
+
+def files_digest(path: str | Path) -> str:
+    """A short hash of the question files behind ``path`` (names and bytes), so a cached stage built from them is
+    reused only while they are unchanged."""
+    digest = hashlib.sha1()
+    for file in pool_files(path):
+        digest.update(file.name.encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:10]

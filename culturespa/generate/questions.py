@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from culturespa.data.jsonl import ResumableJsonl, read_jsonl
 from culturespa.data.questions import Question
@@ -32,6 +31,7 @@ from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
 from culturespa.generate import outputs
 from culturespa.generate.json_extract import Extracted, extract_question
+from culturespa.generate.progress import ReplyBar
 from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
 
@@ -180,7 +180,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
     samples: list[list[Any]] = []
     new_replies = replayed = 0
     started = time.perf_counter()
-    bar = tqdm(total=len(expected), initial=sum(k in store.records for k in expected), desc="questions", unit="q")
+    bar = ReplyBar(len(expected), int(qcfg.max_retries) + 1, sum(k in store.records for k in expected))
     try:
         while True:
             wave: list[Any] = []
@@ -229,6 +229,7 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
                     reply = prefix + res.text  # the reply as the model wrote it, started by the response prefix
                     got = extract_question(reply)
                     new_replies += 1
+                    bar.reply(attempt + 1, isinstance(got, Extracted) or attempt + 1 > int(qcfg.max_retries))
                     if len(samples) < SAMPLE_ROWS:
                         samples.append(
                             [

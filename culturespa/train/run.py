@@ -146,10 +146,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     cultures = validate_config(cfg)
     plan = BatchPlan.from_config(cfg)
     trainer_kwargs(cfg, plan, has_val=True)  # strategy errors (trainer=fsdp on CPUs) before any file is read
-    splits = prepare_splits(cfg, cultures)  # every pairs file checked before any model is loaded
-    style = training_style(cfg)
     mode = str(cfg.mode.name)
-    jobs: list[tuple[str, list[str]]] = [("joint", cultures)] if mode == "joint" else [(c, [c]) for c in cultures]
+    # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
+    splits = prepare_splits(cfg, cultures, skip_empty=mode == "joint")
+    style = training_style(cfg)
+    trained = [c for c in cultures if c in splits]
+    jobs: list[tuple[str, list[str]]] = [("joint", trained)] if mode == "joint" else [(c, [c]) for c in cultures]
 
     from culturespa.models.loader import ModelSpec, load_tokenizer
 
@@ -165,6 +167,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     return {
         "mode": mode,
         "cultures": cultures,
+        "skipped_cultures": [c for c in cultures if c not in splits],
         "output_dir": str(cfg.sft.output_dir),
         "adapters": {name: run["adapter"] for name, run in runs.items()},
         "world_size": plan.world_size,
@@ -191,6 +194,10 @@ def fit_job(
     from culturespa.train.checkpoints import AdapterExport, checkpoint_callback, read_meta, resume_path
     from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
     from culturespa.train.module import SFTModule
+    from culturespa.train.progress import progress_callbacks
+    from culturespa.utils.logs import single_log_lines
+
+    single_log_lines()
 
     out = Path(str(cfg.sft.output_dir))
     target = out / "adapter" if name == "joint" else out / "adapters" / name
@@ -258,7 +265,12 @@ def fit_job(
     loggers = make_loggers(cfg, name, name if name != "joint" else None)
     trainer = L.Trainer(
         **trainer_kwargs(cfg, plan, bool(val_ex)),
-        callbacks=[*callbacks, export, checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps))],
+        callbacks=[
+            *callbacks,
+            *progress_callbacks(cfg.trainer),
+            export,
+            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
+        ],
         logger=loggers or False,
         default_root_dir=str(out),
     )

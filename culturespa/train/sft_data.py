@@ -7,6 +7,7 @@ masks are built from token positions, never from ``input_ids != pad`` (SmolLM2's
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError, fail
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+
+log = logging.getLogger("culturespa.train")
 
 IGNORE_INDEX = -100
 # End-of-turn markers of common chat templates; the first one found in the assistant part ends the loss span.
@@ -44,8 +47,9 @@ class CultureSplit:
     val: list[Pair]
 
 
-def read_pairs(path: Path, culture: str) -> list[Pair]:
-    """Read ``{CODE}.jsonl``; every problem is a one-line error naming file, line and field."""
+def read_pairs(path: Path, culture: str, allow_empty: bool = False) -> list[Pair]:
+    """Read ``{CODE}.jsonl``; every problem is a one-line error naming file, line and field. An empty file is one too,
+    unless ``allow_empty`` (a joint run trains on the other cultures)."""
     if not path.is_file():
         raise fail(path, f"pairs file for culture {culture} not found (run `python generate.py stage=pairs` first)")
     pairs: list[Pair] = []
@@ -62,17 +66,18 @@ def read_pairs(path: Path, culture: str) -> list[Pair]:
             raise fail(where, f"answer {answer!r} is not an option number of question {question.id} {question.numbers}")
         topic = record.get("topic") or question.topic or ""
         pairs.append(Pair(str(record["id"]), culture, str(topic), question, answer))
-    if not pairs:
+    if not pairs and not allow_empty:
         raise fail(path, f"no pairs for culture {culture} (empty file): nothing to train on")
     return pairs
 
 
-def load_pairs(pairs_dir: str | Path, cultures: Sequence[str]) -> dict[str, list[Pair]]:
-    """All selected cultures' pairs, in culture order; fails on the first missing, empty or malformed file."""
+def load_pairs(pairs_dir: str | Path, cultures: Sequence[str], allow_empty: bool = False) -> dict[str, list[Pair]]:
+    """All selected cultures' pairs, in culture order; fails on the first missing, malformed or (unless
+    ``allow_empty``) empty file."""
     folder = Path(pairs_dir)
     if not folder.is_dir():
         raise fail(folder, "sft.pairs_dir not found (run `python generate.py stage=pairs` first)")
-    return {code: read_pairs(folder / f"{code}.jsonl", code) for code in cultures}
+    return {code: read_pairs(folder / f"{code}.jsonl", code, allow_empty) for code in cultures}
 
 
 def stratified_sample(pairs: Sequence[Pair], fraction: float, seed: int, key: str) -> list[Pair]:
@@ -111,9 +116,24 @@ def split_culture(pairs: Sequence[Pair], val_fraction: float, fraction: float, s
     return CultureSplit(culture, len(pairs), stratified_sample(rest, fraction, seed, culture), val)
 
 
-def prepare_splits(cfg: Any, cultures: Sequence[str]) -> dict[str, CultureSplit]:
-    """Read, validate and split every selected culture's pairs (no tokenizer or model needed)."""
-    pairs = load_pairs(cfg.sft.pairs_dir, cultures)
+def prepare_splits(cfg: Any, cultures: Sequence[str], skip_empty: bool = False) -> dict[str, CultureSplit]:
+    """Read, validate and split every selected culture's pairs (no tokenizer or model needed).
+
+    ``skip_empty`` (joint mode): a culture whose pairs file is empty is left out with a warning, since one culture
+    without culture-related pairs should not stop the others' adapter; it stops only when every file is empty."""
+    pairs = load_pairs(cfg.sft.pairs_dir, cultures, allow_empty=skip_empty)
+    empty = [code for code, found in pairs.items() if not found]
+    if empty and len(empty) == len(pairs):
+        raise fail(
+            cfg.sft.pairs_dir, f"no pairs for any culture ({', '.join(empty)}: empty files): nothing to train on"
+        )
+    if empty:
+        log.warning(
+            "no pairs for %s (empty pairs file): training on the other %d cultures without it",
+            ", ".join(empty),
+            len(pairs) - len(empty),
+        )
+        pairs = {code: found for code, found in pairs.items() if found}
     data = cfg.data
     return {
         c: split_culture(p, float(data.val_fraction), float(data.fraction), int(data.seed)) for c, p in pairs.items()
