@@ -201,6 +201,11 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
         output,
         {k: v for k, v in report["removed"].items() if v},
     )
+    return stage_summary(output, report)
+
+
+def stage_summary(output: Path, report: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What ``generate.py stage=filter`` returns (both rule sets): where the files went and the counts."""
     return {
         "stage": "filter",
         "output": str(output),
@@ -208,6 +213,7 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
         "n_input": report["n_input"],
         "kept": report["kept"],
         "removed": report["removed"],
+        **extra,
     }
 
 
@@ -255,15 +261,7 @@ def run_paper_filter(cfg: DictConfig, source: str, output: Path, limit: int | No
             }
         )
     log.info("filter: kept %d of %d -> %s", report["kept"], report["n_input"], output)
-    return {
-        "stage": "filter",
-        "output": str(output),
-        "report": str(report_path(output)),
-        "n_input": report["n_input"],
-        "kept": report["kept"],
-        "removed": report["removed"],
-        "steps": {s.step: s.count for s in steps},
-    }
+    return stage_summary(output, report, steps={s.step: s.count for s in steps})
 
 
 def paper_seed_texts(wvs_dir: Any) -> set[str]:
