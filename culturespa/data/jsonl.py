@@ -8,6 +8,7 @@ on. Only a finished stage renames its part file to the final name, so a failing 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import fail
+from culturespa.utils.perms import fix_file
+
+log = logging.getLogger("culturespa.data")
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -67,6 +71,21 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        fix_file(tmp)  # mkstemp made it 0600: honour the umask so a shared group can read stage outputs
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fix_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,6 +124,8 @@ class ResumableJsonl:
         self.key = key
         self.records: dict[str, dict[str, Any]] = {}
         self.dropped_torn_line = False
+        self.bad_lines: list[int] = []
+        self.bad_file = self.part.with_name(self.part.name + ".bad")
         self._recover()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.part.open("a", encoding="utf-8")
@@ -114,23 +135,35 @@ class ResumableJsonl:
         return set(self.records)
 
     def _recover(self) -> None:
+        """Load the part file: a torn last line is dropped; a corrupt line elsewhere is moved to ``<part>.bad`` with a
+        warning naming it, and every good line after it is kept."""
         if not self.part.exists():
             return
         data = self.part.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
-                break  # torn last line: the process died mid-write
+                self.dropped_torn_line = True  # torn last line: the process died mid-write
+                break
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.records[self.key(record)] = record
-            good_end += len(line)
-        if good_end != len(data):
-            self.dropped_torn_line = True
-            with self.part.open("r+b") as handle:
-                handle.truncate(good_end)
+                key = self.key(record)
+            except (ValueError, KeyError, TypeError) as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else f"not a record ({err!r})"
+                log.warning("%s:%d: corrupt line skipped (%s); moved to %s", self.part, number, reason, self.bad_file)
+                bad.append((number, line))
+                continue
+            self.records[key] = record
+            good.append(line)
+        self.bad_lines = [n for n, _ in bad]
+        if bad:
+            with self.bad_file.open("ab") as handle:
+                handle.writelines(line for _, line in bad)
+        if bad or self.dropped_torn_line:
+            _atomic_write_bytes(self.part, b"".join(good))
 
     def append(self, record: dict[str, Any]) -> None:
         key = self.key(record)

@@ -105,6 +105,8 @@ def _answer_group(
     store = ResumableJsonl(path, answer_key)
     if path.is_file() and not store.records:  # a finished earlier run: keep its answers, add any missing ones
         store.append_many(read_jsonl(path))
+    if store.records:
+        log.info("resuming: %d of %d records done (%s)", len(store.records), runs * len(questions), path)
     order: list[str] = []
     try:
         for run in range(runs):

@@ -155,6 +155,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     encoder = ExampleEncoder(tokenizer, style, str(cfg.data.system), int(cfg.data.cutoff_len), wvs)
 
     runs = {name: fit_job(cfg, name, codes, splits, encoder, plan, style, tokenizer, callbacks) for name, codes in jobs}
+    _print_next(cfg, mode, runs)
     return {
         "mode": mode,
         "cultures": cultures,
@@ -181,7 +182,13 @@ def fit_job(
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_info
 
-    from culturespa.train.checkpoints import AdapterExport, checkpoint_callback, read_meta, resume_path
+    from culturespa.train.checkpoints import (
+        AdapterExport,
+        ValidationLedger,
+        checkpoint_callback,
+        find_resume,
+        read_meta,
+    )
     from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
     from culturespa.train.module import SFTModule
 
@@ -203,18 +210,22 @@ def fit_job(
     if cfg.sft.resume and done and done.get("fingerprint") == print_:
         rank_zero_info(f"train {name}: adapter already trained with this config in {target}; skipping")
         return summary | {"skipped": True, "train": done.get("train", {})}
-    ckpt_path = resume_path(ckpt_dir, bool(cfg.sft.resume))
     marker = ckpt_dir / FINGERPRINT_FILE
-    if ckpt_path and marker.is_file() and marker.read_text().strip() != print_:
+    has_ckpt = any(ckpt_dir.glob("*.ckpt"))
+    if cfg.sft.resume and has_ckpt and marker.is_file() and marker.read_text().strip() != print_:
         raise CultureSPAError(f"{ckpt_dir}: checkpoints of a different config; delete them or set sft.resume=false")
+    found = find_resume(ckpt_dir, bool(cfg.sft.resume))
+    ckpt_path = found.path if found else None
 
     spe = steps_per_epoch(len(train_pairs), plan.micro_batch_size, plan.world_size, plan.accumulate)
     total = int(cfg.sft.max_steps) if int(cfg.sft.max_steps) > 0 else spe * int(cfg.sft.epochs)
     rank_zero_info(
         f"train {name}: {len(train_pairs)} train / {len(val_pairs)} val examples, {total} optimiser steps "
         f"(global batch {plan.global_batch_size} = {plan.micro_batch_size} x {plan.accumulate} accumulation x "
-        f"{plan.world_size} devices){'; resuming from ' + ckpt_path if ckpt_path else ''}"
+        f"{plan.world_size} devices)"
     )
+    if found:
+        rank_zero_info(f"train {name}: resuming from step {found.step} of {total} ({found.path})")
     train_ex, val_ex = encoder.encode_all(train_pairs), encoder.encode_all(val_pairs)
 
     plain_peft = OmegaConf.to_container(cfg.peft, resolve=True)
@@ -251,7 +262,12 @@ def fit_job(
     loggers = make_loggers(cfg, name, name if name != "joint" else None)
     trainer = L.Trainer(
         **trainer_kwargs(cfg, plan, bool(val_ex)),
-        callbacks=[*callbacks, export, checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps))],
+        callbacks=[
+            *callbacks,
+            ValidationLedger(spe),
+            export,
+            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
+        ],
         logger=loggers or False,
         default_root_dir=str(out),
     )
@@ -267,6 +283,35 @@ def fit_job(
         _finish_wandb(loggers)
     result = read_meta(target) or {}
     return summary | {"skipped": False, "train": result.get("train", {})}
+
+
+def evaluate_command(cfg: DictConfig, adapter: str | Path) -> str:
+    """The ``evaluate.py`` command for ``adapter``: this run's model/mode/culture/prompt choices, pasteable as is."""
+    import shlex
+
+    keep = ("model", "mode", "cultures", "prompt", "templates", "experiment", "debug", "paths.")
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # not under @hydra.main (tests, the pipeline)
+        pass
+    picked = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
+    return " ".join(["python evaluate.py", shlex.quote(f"eval.adapter={adapter}"), *map(shlex.quote, picked)])
+
+
+def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> None:
+    """Where the adapter(s) went and the command that evaluates them."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    for name, run in runs.items():
+        print(f"adapter ({name}): {run['adapter']}")
+    folder = Path(next(iter(runs.values()))["adapter"])
+    target = folder if mode == "joint" else folder.parent
+    print(f"next: {evaluate_command(cfg, target)}")
 
 
 def _finish_wandb(loggers: Sequence[Any]) -> None:
