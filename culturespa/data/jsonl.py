@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import fail
+from culturespa.utils import chaos
 from culturespa.utils.perms import fix_file
 
 log = logging.getLogger("culturespa.data")
@@ -72,6 +73,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         fix_file(tmp)  # mkstemp made it 0600: honour the umask so a shared group can read stage outputs
+        chaos.point("atomic.write")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -169,7 +171,9 @@ class ResumableJsonl:
         key = self.key(record)
         if key in self.records:
             return
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        chaos.point("jsonl.torn", lambda: (self._handle.write(line[: len(line) // 2]), self._handle.flush()))
+        self._handle.write(line)
         self._handle.flush()
         self.records[key] = record
 
@@ -177,6 +181,7 @@ class ResumableJsonl:
         for record in records:
             self.append(record)
         os.fsync(self._handle.fileno())
+        chaos.point("jsonl.append")
 
     def finish(self, order: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Write the final file atomically (in ``order`` when given) and delete the part file."""

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
+from culturespa.utils import chaos
 from culturespa.utils.perms import fix_tree
 
 log = logging.getLogger("culturespa.train")
@@ -39,6 +40,9 @@ class KeepTwoCheckpoint(ModelCheckpoint):
         if path.name == LAST and trainer.is_global_zero and path.is_file():
             os.replace(path, path.with_name(PREVIOUS))
         super()._save_checkpoint(trainer, filepath)
+        if path.name == LAST and trainer.is_global_zero:
+            chaos.point("ckpt.saved")
+            chaos.point("ckpt.torn", lambda: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]))
 
 
 def checkpoint_callback(folder: str | Path, every_n_steps: int) -> ModelCheckpoint:
@@ -123,6 +127,10 @@ class ValidationLedger(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.validated = [int(s) for s in state_dict.get("validated", [])]
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            chaos.point("val.start")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

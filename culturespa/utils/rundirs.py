@@ -43,7 +43,7 @@ HASH_LEN = 10
 def readable(overrides: str, max_len: int = 60) -> str:
     """``mode=specific,cultures=[USA,IND]`` → ``mode-specific+cultures-USA-IND``: safe unquoted in an override."""
     items = [s for s in re.split(r",(?![^\[\]{}()]*[\]})])", overrides or "") if s]
-    parts = [_UNSAFE.sub("-", item.replace("=", "-", 1)).strip("-.") for item in items]
+    parts = [_UNSAFE.sub("-", item.lstrip("+~").replace("=", "-", 1)).strip("-.") for item in items]
     text = "+".join(p for p in parts if p) or "default"
     text = re.sub(r"-{2,}", "-", text)
     return text[:max_len].rstrip("-.+") or "default"
