@@ -271,3 +271,28 @@ def test_smaller_question_set_never_shrinks_a_finished_answers_file(make_cfg, tm
 def test_omegaconf_resolves_run_dir_without_a_hydra_app(tmp_path: Path) -> None:
     cfg = compose("pipeline", ["debug=tiny", f"paths.log_dir={tmp_path}"])
     assert OmegaConf.select(cfg, "hydra.run.dir").startswith(str(tmp_path / "pipeline" / "runs" / "debug-tiny-"))
+
+
+def test_model_cache_build_honours_the_umask(tmp_path: Path) -> None:
+    from culturespa.models.loader import _build_atomically
+
+    old = os.umask(0o027)
+    try:
+        _build_atomically(tmp_path / "models" / "m", lambda folder: (folder / "model.safetensors").write_bytes(b"w"))
+    finally:
+        os.umask(old)
+    target = tmp_path / "models" / "m"
+    assert target.stat().st_mode & 0o777 == 0o750
+    assert (target / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_regenerated_pairs_get_another_train_folder(tmp_path: Path) -> None:
+    from culturespa.train.run import fingerprint
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 4})
+    args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}"]
+    before, print_before = _run_dir(tmp_path, args), fingerprint(compose("train", args), "joint")
+    assert _run_dir(tmp_path, args) == before  # unchanged files: the same folder
+    (pairs / "USA.jsonl").write_text((pairs / "USA.jsonl").read_text().splitlines()[0] + "\n")
+    assert _run_dir(tmp_path, args) != before
+    assert fingerprint(compose("train", args), "joint") != print_before  # nor resumes its checkpoints

@@ -21,6 +21,7 @@ from culturespa.config import to_plain, validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
+from culturespa.utils.rundirs import pairs_digest
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -94,6 +95,7 @@ def fingerprint(cfg: DictConfig, job: str) -> str:
         "templates": plain["templates"],
         "seed": plain.get("seed"),
         "precision": plain["trainer"].get("precision"),
+        "pairs_content": pairs_digest(cfg.sft.pairs_dir),  # regenerated pairs never resume an old checkpoint
     }
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -309,6 +311,8 @@ def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> 
         return
     for name, run in runs.items():
         print(f"adapter ({name}): {run['adapter']}")
+    if str(cfg.get("task_name")) != "train":  # the pipeline evaluates it itself
+        return
     folder = Path(next(iter(runs.values()))["adapter"])
     target = folder if mode == "joint" else folder.parent
     print(f"next: {evaluate_command(cfg, target)}")

@@ -68,6 +68,14 @@ def adapter_identity(adapter: Any) -> Any:
     return {"path": str(root.resolve()), "files": stats}
 
 
+def pairs_digest(folder: Any) -> dict[str, str]:
+    """Content hashes of the ``*.jsonl`` pairs files in ``folder``: regenerated pairs are another training input."""
+    root = Path(str(folder))
+    if not root.is_dir():
+        return {}
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest()[:12] for p in sorted(root.glob("*.jsonl"))}
+
+
 def config_key(root: DictConfig) -> str:
     """Hash of the resolved config minus :data:`EXCLUDED` (``paths.output_dir`` stands in as a placeholder)."""
     cfg = copy.deepcopy(root)
@@ -83,6 +91,8 @@ def config_key(root: DictConfig) -> str:
     adapter = OmegaConf.select(root, "eval.adapter", default=None)
     if adapter is not None and isinstance(plain.get("eval"), dict):
         plain["eval"]["adapter"] = adapter_identity(_latest_or(adapter, root))
+    if str(OmegaConf.select(root, "task_name", default="")) == "train":
+        plain["pairs_content"] = pairs_digest(OmegaConf.select(root, "sft.pairs_dir", default=""))
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:HASH_LEN]
 
