@@ -72,7 +72,8 @@ def _command(kind: str, root: Path) -> list[str]:
     if kind == "pipeline":
         return [sys.executable, "-m", "culturespa.pipeline", *PIPELINE, f"+pipeline.root={root}", logs]
     if kind == "train":
-        return [sys.executable, "train.py", *TINY, "cultures=[USA]", f"sft.pairs_dir={root / 'pairs'}", logs]
+        pairs = f"sft.pairs_dir={root / 'pairs'}"
+        return [sys.executable, "train.py", *TINY, "cultures=[USA]", "sft.save_every_n_steps=1", pairs, logs]
     return [sys.executable, "evaluate.py", *TINY, "cultures=[USA,CHN]", logs]
 
 

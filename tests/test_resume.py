@@ -296,3 +296,28 @@ def test_regenerated_pairs_get_another_train_folder(tmp_path: Path) -> None:
     (pairs / "USA.jsonl").write_text((pairs / "USA.jsonl").read_text().splitlines()[0] + "\n")
     assert _run_dir(tmp_path, args) != before
     assert fingerprint(compose("train", args), "joint") != print_before  # nor resumes its checkpoints
+
+
+def test_interrupted_evaluation_redoes_its_chunk_whole(make_cfg, monkeypatch) -> None:
+    """Answers computed in other batches differ in the last bits on CPU: a resumed chunk is recomputed whole."""
+    from culturespa.evaluate.run import evaluate
+    from culturespa.infer import engine as engine_mod
+
+    args = ["model=tiny_random", "logger=none", "eval.limit=3", "cultures=USA", "decoding=logprob", "prompt=p1"]
+    cfg = make_cfg("evaluate", [*args, "answers.resume_chunk=2"])
+    path = Path(evaluate(cfg)["alignment"]).parent / "answers" / "p1_USA.jsonl"
+    lines = path.read_text().splitlines()
+    path.with_name(path.name + ".part").write_text(lines[0] + "\n")  # killed inside the first chunk
+    path.unlink()
+    asked: list[str] = []
+    original = engine_mod.Engine.answer
+
+    def counting(self, requests, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        asked.append(",".join(r.key for r in requests))
+        return original(self, requests, *a, **k)
+
+    monkeypatch.setattr(engine_mod.Engine, "answer", counting)
+    evaluate(cfg)
+    keys = [f"{json.loads(line)['id']}|USA|0" for line in lines]
+    assert asked == [f"{keys[0]},{keys[1]}", keys[2]]  # the first chunk whole (its batch), then the second
+    assert path.read_text().splitlines() == lines
