@@ -207,6 +207,8 @@ def test_train_and_evaluate_commands_resume_in_their_own_run_folder(tmp_path: Pa
     assert re.search(r"resuming: \d+ of 8 records done", output), output[-3000:]
     (run,) = list((tmp_path / "logs" / "evaluate" / "runs").iterdir())
     assert f"alignment results written to {run / 'alignment.json'}" in output
+    if KILLS <= 3:  # make test: the pipeline scenario already compares resumed evaluations byte for byte
+        return
     # the same figures as an uninterrupted evaluation (log_dir does not enter the run folder's key)
     straight = _run(_command("evaluate", tmp_path / "straight"), _env())
     assert straight.returncode == 0, straight.stderr[-3000:]
