@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export WANDB_SILENT ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test test-fast lint format bench clean clean-logs
+.PHONY: help install data demo test test-fast chaos lint format bench clean clean-logs
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test: install data ## Run the test suite (CPU, W&B offline)
 
 test-fast: install data ## Tests without the slow (model-loading / training) ones
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" tests
+
+chaos: install data ## Kill every stage at many seeded random points (CHAOS_KILLS, CHAOS_SEED) and compare resumes
+	WANDB_MODE=offline CULTURESPA_CHAOS_KILLS=$${CHAOS_KILLS:-12} CULTURESPA_CHAOS_SEED=$${CHAOS_SEED:-12} \
+		$(PY) -m pytest -q -s tests/test_chaos.py
 
 lint: install ## ruff check + format check
 	$(VENV)/bin/ruff check culturespa tests *.py

@@ -44,6 +44,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("cs_root", repo_root)
     if not OmegaConf.has_resolver("cs_slug"):
         OmegaConf.register_new_resolver("cs_slug", lambda text="": slug(str(text)))
+    from culturespa.utils.rundirs import register
+
+    register()
 
 
 register_resolvers()

@@ -111,7 +111,8 @@ def test_joint_and_specific_adapters(make_cfg, adapters) -> None:
 def test_interrupted_evaluation_resumes(make_cfg, monkeypatch) -> None:
     from culturespa.infer import engine as engine_mod
 
-    cfg = _cfg(make_cfg, "cultures=USA", "decoding=logprob", "prompt=p1")
+    # chunks of two by position: the finished first chunk is skipped, the interrupted second one redone whole
+    cfg = _cfg(make_cfg, "cultures=USA", "decoding=logprob", "prompt=p1", "answers.resume_chunk=2")
     first = evaluate(cfg)
     path = Path(first["alignment"]).parent / "answers" / "p1_USA.jsonl"
     lines = path.read_text().splitlines()

@@ -17,6 +17,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from culturespa.utils.perms import fix_file
+
 UPSTREAM = "https://raw.githubusercontent.com/shaoyangxu/CultureSPA/main/data"
 WVS_SHA256 = {
     "wvs_questions.json": "6961729ba41c4a0dffe5ac18af42feac1e79667b8202f4148ec6d1838347875b",
@@ -53,6 +55,7 @@ def _install(dest: Path, fetch: callable, check: callable) -> None:  # type: ign
     try:
         fetch(tmp)
         check(tmp)
+        fix_file(tmp)  # mkstemp made it 0600: honour the umask
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

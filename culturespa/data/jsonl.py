@@ -8,6 +8,7 @@ on. Only a finished stage renames its part file to the final name, so a failing 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import fail
+from culturespa.utils import chaos
 from culturespa.utils.failures import user_os_error
+from culturespa.utils.perms import fix_file
+
+log = logging.getLogger("culturespa.data")
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -75,24 +80,32 @@ def _decode(data: bytes, path: Path, number: int | None) -> str:
         ) from None
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place: readers (and a killed run) see the old file
+    or the new one; a full disk leaves the old file as it was and ends in one line naming it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise user_os_error(err, path.parent) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        fix_file(tmp)  # mkstemp made it 0600: honour the umask so a shared group can read stage outputs
+        chaos.point("atomic.write")
         os.replace(tmp, path)
-    except OSError as err:  # a full disk: the old file stays as it was
+    except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise user_os_error(err, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda handle: handle.write(data), binary=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -127,6 +140,8 @@ class ResumableJsonl:
         self.key = key
         self.records: dict[str, dict[str, Any]] = {}
         self.dropped_torn_line = False
+        self.bad_lines: list[int] = []
+        self.bad_file = self.part.with_name(self.part.name + ".bad")
         self._recover()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.part.open("a", encoding="utf-8")
@@ -136,30 +151,44 @@ class ResumableJsonl:
         return set(self.records)
 
     def _recover(self) -> None:
+        """Load the part file: a torn last line is dropped; a corrupt line elsewhere is moved to ``<part>.bad`` with a
+        warning naming it, and every good line after it is kept."""
         if not self.part.exists():
             return
         data = self.part.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
-                break  # torn last line: the process died mid-write
+                self.dropped_torn_line = True  # torn last line: the process died mid-write
+                break
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.records[self.key(record)] = record
-            good_end += len(line)
-        if good_end != len(data):
-            self.dropped_torn_line = True
-            with self.part.open("r+b") as handle:
-                handle.truncate(good_end)
+                key = self.key(record)
+            except (ValueError, KeyError, TypeError) as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else f"not a record ({err!r})"
+                log.warning("%s:%d: corrupt line skipped (%s); moved to %s", self.part, number, reason, self.bad_file)
+                bad.append((number, line))
+                continue
+            self.records[key] = record
+            good.append(line)
+        self.bad_lines = [n for n, _ in bad]
+        if bad:
+            with self.bad_file.open("ab") as handle:
+                handle.writelines(line for _, line in bad)
+        if bad or self.dropped_torn_line:
+            _atomic_write_bytes(self.part, b"".join(good))
 
     def append(self, record: dict[str, Any]) -> None:
         key = self.key(record)
         if key in self.records:
             return
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        chaos.point("jsonl.torn", lambda: (self._handle.write(line[: len(line) // 2]), self._handle.flush()))
         try:
-            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.write(line)
             self._handle.flush()
         except OSError as err:  # full disk: earlier lines stay; a torn last line is dropped on resume
             raise user_os_error(err, self.part) from None
@@ -172,6 +201,7 @@ class ResumableJsonl:
             os.fsync(self._handle.fileno())
         except OSError as err:
             raise user_os_error(err, self.part) from None
+        chaos.point("jsonl.append")
 
     def finish(self, order: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Write the final file atomically (in ``order`` when given) and delete the part file."""

@@ -8,6 +8,7 @@ settings that shape the answers is kept beside them, so answers made under other
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -98,31 +99,38 @@ def _answer_group(
     seed: int,
     path: Path,
     setting: str,
+    chunk: int = 256,
 ) -> list[dict[str, Any]]:
-    """Answer ``questions`` ``runs`` times for one culture (or None), resuming from ``path``'s part/final file."""
+    """Answer ``questions`` ``runs`` times for one culture (or None), resuming from ``path``'s part/final file.
+
+    Questions go to the engine in fixed chunks of ``chunk`` by position, and an unfinished chunk is redone whole: every
+    answer is computed in the same batch as in an uninterrupted run, so a resumed file is bitwise identical (on CPU a
+    prompt's logits change in the last bits with its batch partners), as in the answers stage."""
     from culturespa.infer.engine import Request
 
     store = ResumableJsonl(path, answer_key)
     if path.is_file() and not store.records:  # a finished earlier run: keep its answers, add any missing ones
         store.append_many(read_jsonl(path))
+    if store.records:
+        log.info("resuming: %d of %d records done (%s)", len(store.records), runs * len(questions), path)
     order: list[str] = []
     try:
         for run in range(runs):
-            todo: list[Any] = []
-            by_key: dict[str, Question] = {}
-            for question in questions:
-                key = f"{question.id}|{culture}|{run}"
-                order.append(key)
-                if key in store.records:
+            keys = [f"{question.id}|{culture}|{run}" for question in questions]
+            order.extend(keys)
+            by_key = dict(zip(keys, questions, strict=True))
+            for start in range(0, len(keys), chunk):
+                members = keys[start : start + chunk]
+                if all(key in store.records for key in members):
                     continue
-                by_key[key] = question
-                messages = answer_messages(wvs, style, question, culture)
-                todo.append(Request(key=key, messages=messages, numbers=question.numbers))
-            if not todo:
-                continue
-            desc = f"{setting} {culture or 'all'} run {run}"
-            for batch in engine.answer(todo, decoding, seed=seed + run, desc=desc):
-                store.append_many(_record(r, by_key[r.key], culture, setting, run) for r in batch)
+                todo = [
+                    Request(key=k, messages=answer_messages(wvs, style, by_key[k], culture), numbers=by_key[k].numbers)
+                    for k in members
+                ]
+                desc = f"{setting} {culture or 'all'} run {run}"
+                for batch in engine.answer(todo, decoding, seed=seed + run, desc=desc):
+                    new = [r for r in batch if r.key not in store.records]
+                    store.append_many(_record(r, by_key[r.key], culture, setting, run) for r in new)
         return store.finish(order)
     finally:
         store.close()
@@ -151,6 +159,8 @@ def answer_with_model(
     decoding = Decoding.from_config(cfg.decoding)
     setting = str(cfg.prompt.name)
     seed = int(cfg.seed)
+    chunk = int(OmegaConf.select(cfg, "answers.resume_chunk", default=256) or 256)  # the answers stage's chunking
+    group = functools.partial(_answer_group, chunk=chunk)
 
     base, tokenizer = _load_model(cfg)
     model = base
@@ -164,7 +174,7 @@ def answer_with_model(
     shared_style = style_for(cfg, plan.style_for(None)) if plan.kind != "specific" else None
     if shared_style is not None and culture_independent(shared_style):
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        answers[None] = _answer_group(
+        answers[None] = group(
             engine, decoding, wvs, shared_style, questions, None, runs, seed, folder / f"{setting}.jsonl", setting
         )
         return answers
@@ -174,7 +184,7 @@ def answer_with_model(
             model = _activate(model, base, plan, culture)
         style = style_for(cfg, plan.style_for(culture))
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        answers[culture] = _answer_group(
+        answers[culture] = group(
             engine, decoding, wvs, style, questions, culture, runs, seed, folder / f"{setting}_{culture}.jsonl", setting
         )
     return answers

@@ -60,9 +60,11 @@ def _setting(cfg: DictConfig, source: str, adapter: str | None) -> dict[str, Any
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured suite; returns output paths and headline numbers."""
     cultures = validate_config(cfg)
+    from culturespa.evaluate.latest import resolve_latest
     from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
 
     bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before any model work
+    resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
     suite = str(cfg.eval.suite)
     out_dir = Path(str(cfg.eval.output_dir))
     if suite == "general":
@@ -107,6 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.warning("%s: no valid answer to any question with survey answers; score reported as null", code)
     path = write_results(out_dir, results)
     print_table(results, title=f"WVS alignment ({setting.get('prompt') or source})")
+    print(f"alignment results written to {path}")
     summary: dict[str, Any] = {
         "alignment": str(path),
         "average": results["average"],

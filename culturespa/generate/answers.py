@@ -134,6 +134,9 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
         action = outputs.prepare(path, fp, outputs.overwrite_requested(cfg))
         if action == "skip" and {answer_key(r) for _, r in iter_jsonl(path)} != set(keys):
             action = "extend"
+        if action != "skip" and path.is_file() and not outputs.overwrite_requested(cfg):
+            how = "set answers.output_dir=<another folder> for this question set, or overwrite=true to replace it"
+            outputs.refuse_shrink(path, {answer_key(r) for _, r in iter_jsonl(path)}, set(keys), how)
         plans.append((culture, path, fp, keys, action))
     if merge:
         return {"stage": "merge-answers", "setting": setting, "files": {m["file"]: m for m in merged}}

@@ -82,6 +82,18 @@ def prepare(path: str | Path, fp: str, overwrite: bool) -> str:
     return "fresh"
 
 
+def refuse_shrink(path: str | Path, finished: set[str], wanted: set[str], how: str) -> None:
+    """A finished output is never replaced by fewer records: when this run's record set leaves out records that the
+    finished ``path`` holds, stop with one line naming the file and the ways forward (``how``)."""
+    dropped = finished - wanted
+    if dropped:
+        raise fail(
+            path,
+            f"holds {len(finished)} finished records, {len(dropped)} of which this run would drop (it asks for "
+            f"{len(wanted)}); {how}",
+        )
+
+
 def mark(path: str | Path, fp: str, complete: bool, **extra: Any) -> None:
     """Record the fingerprint (and completion) of ``path``; written at start and again when the file is final."""
     write_json(_sidecar(Path(path)), {"fingerprint": fp, "complete": complete, **extra})

@@ -144,6 +144,9 @@ def _build_atomically(target: Path, build: Any) -> None:
     try:
         build(tmp)
         (tmp / COMPLETE_MARKER).write_text("ok\n")
+        from culturespa.utils.perms import fix_tree
+
+        fix_tree(tmp)  # mkdtemp made it 0700: honour the umask so a shared group can read the cache
         if target.exists():  # an incomplete folder from a killed conversion
             shutil.rmtree(target)
         try:

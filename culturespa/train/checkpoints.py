@@ -7,9 +7,11 @@ temporary sibling and renamed into place: a failed or killed run never leaves a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +19,36 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.train.strategies import gathered_model_state
+from culturespa.utils import chaos
+from culturespa.utils.perms import fix_tree
 
+log = logging.getLogger("culturespa.train")
 META_FILE = "culturespa.json"
 CONFIG_FILE = "config.yaml"
 LAST = "last.ckpt"
+PREVIOUS = "previous.ckpt"
+
+
+class KeepTwoCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` plus the one before it (``previous.ckpt``): Lightning writes ``last.ckpt`` in place, so a kill or a
+    full disk mid-write leaves it truncated, and resuming then falls back to ``previous.ckpt``."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        path = Path(filepath)
+        if path.name == LAST and trainer.is_global_zero and path.is_file():
+            os.replace(path, path.with_name(PREVIOUS))
+        super()._save_checkpoint(trainer, filepath)
+        if path.name == LAST and trainer.is_global_zero:
+            chaos.point("ckpt.saved")
+            chaos.point("ckpt.torn", lambda: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]))
 
 
 def checkpoint_callback(folder: str | Path, every_n_steps: int) -> ModelCheckpoint:
-    """Writes ``last.ckpt`` every ``every_n_steps`` optimiser steps (no top-k history: adapters are small but many)."""
-    return ModelCheckpoint(
+    """Writes ``last.ckpt`` every ``every_n_steps`` optimiser steps and keeps the one before (no top-k history)."""
+    return KeepTwoCheckpoint(
         dirpath=str(folder),
         filename="step-{step}",
         save_last=True,
@@ -37,9 +58,113 @@ def checkpoint_callback(folder: str | Path, every_n_steps: int) -> ModelCheckpoi
     )
 
 
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run continues from and the optimiser step it holds."""
+
+    path: str
+    step: int
+
+
+def _readable_step(path: Path) -> int:
+    """The ``global_step`` of a checkpoint, or an exception when it is truncated, empty or not a checkpoint."""
+    state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
+        raise ValueError("not a Lightning checkpoint")
+    return int(state["global_step"])
+
+
+def find_resume(folder: str | Path, resume: bool) -> Resume | None:
+    """The newest readable checkpoint in ``folder`` (``last.ckpt``, else ``previous.ckpt`` with a warning).
+
+    An unreadable ``last.ckpt`` is moved aside (``last.ckpt.corrupt``) so the next save cannot rotate it over the good
+    ``previous.ckpt``. None when there is nothing to resume; a one-line error when no checkpoint is readable.
+    """
+    if not resume:
+        return None
+    folder = Path(folder)
+    present = [folder / name for name in (LAST, PREVIOUS) if (folder / name).is_file()]
+    bad: list[str] = []
+    for path in present:
+        try:
+            step = _readable_step(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: truncated zip, empty, pickle garbage
+            log.warning("%s: unreadable checkpoint (%s); trying the previous one", path, str(err).splitlines()[0][:120])
+            bad.append(path.name)
+            continue
+        if bad:
+            log.warning("resuming from %s (step %d) instead of the unreadable %s", path, step, ", ".join(bad))
+            if (folder / LAST).is_file() and LAST in bad:
+                os.replace(folder / LAST, folder / (LAST + ".corrupt"))
+        return Resume(str(path), step)
+    if present:
+        raise CultureSPAError(
+            f"{folder}: no readable checkpoint ({', '.join(bad)} truncated or corrupt); delete the folder to start "
+            "over, or rerun with sft.resume=false"
+        )
+    return None
+
+
 def resume_path(folder: str | Path, resume: bool) -> str | None:
-    last = Path(folder) / LAST
-    return str(last) if resume and last.is_file() else None
+    found = find_resume(folder, resume)
+    return found.path if found else None
+
+
+class ValidationLedger(L.Callback):
+    """Makes sure the final weights are validated even when a kill fell between the last checkpoint and validation.
+
+    The optimiser steps at which validation finished travel in every checkpoint. When training ends on an epoch
+    boundary (where Lightning validates) and that step was never validated (the run was killed after the epoch's last
+    checkpoint, and on resume Lightning treats the epoch as done), the validation set is evaluated here, the same
+    batch-size-weighted mean loss as ``val/loss``, so the adapter metadata has it.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.validated: list[int] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"validated": list(self.validated)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validated = [int(s) for s in state_dict.get("validated", [])]
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            chaos.point("val.start")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated.append(int(trainer.global_step))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = int(trainer.global_step)
+        if step == 0 or step % self.steps_per_epoch or step in self.validated or not trainer.enable_validation:
+            return
+        loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else None
+        if loader is None:
+            return
+        total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            for batch in loader:
+                batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                size = int(batch["input_ids"].shape[0])
+                total += torch.tensor(
+                    [float(pl_module.compute_loss(batch)) * size, size], dtype=torch.float64, device=pl_module.device
+                )
+        pl_module.train(was_training)
+        total = pl_module.all_gather(total).reshape(-1, 2).sum(0)  # collective: every rank takes part
+        if total[1] <= 0:
+            return
+        loss = torch.tensor(float(total[0] / total[1]))
+        trainer.callback_metrics["val/loss"] = loss
+        self.validated.append(step)
+        if trainer.is_global_zero:
+            log.info("validation of step %d was lost to an interruption; val/loss = %.4f", step, float(loss))
+            for logger in trainer.loggers:
+                logger.log_metrics({"val/loss": float(loss)}, step=step)
 
 
 def read_meta(folder: str | Path) -> dict[str, Any] | None:
@@ -95,6 +220,7 @@ class AdapterExport(L.Callback):
             self.style.save(tmp)
             (tmp / CONFIG_FILE).write_text(self.config_yaml, encoding="utf-8")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            fix_tree(tmp)  # mkdtemp made it 0700: honour the umask so a shared group can read the adapter
             replace_dir(tmp, self.target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ from culturespa.config import to_plain, validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
+from culturespa.utils.rundirs import pairs_digest
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -96,6 +97,7 @@ def fingerprint(cfg: DictConfig, job: str) -> str:
         "templates": plain["templates"],
         "seed": plain.get("seed"),
         "precision": plain["trainer"].get("precision"),
+        "pairs_content": pairs_digest(cfg.sft.pairs_dir),  # regenerated pairs never resume an old checkpoint
     }
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -164,6 +166,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     encoder = ExampleEncoder(tokenizer, style, str(cfg.data.system), int(cfg.data.cutoff_len), wvs)
 
     runs = {name: fit_job(cfg, name, codes, splits, encoder, plan, style, tokenizer, callbacks) for name, codes in jobs}
+    _print_next(cfg, mode, runs)
     return {
         "mode": mode,
         "cultures": cultures,
@@ -191,7 +194,13 @@ def fit_job(
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_info
 
-    from culturespa.train.checkpoints import AdapterExport, checkpoint_callback, read_meta, resume_path
+    from culturespa.train.checkpoints import (
+        AdapterExport,
+        ValidationLedger,
+        checkpoint_callback,
+        find_resume,
+        read_meta,
+    )
     from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
     from culturespa.train.module import SFTModule
     from culturespa.train.progress import progress_callbacks
@@ -217,18 +226,22 @@ def fit_job(
     if cfg.sft.resume and done and done.get("fingerprint") == print_:
         rank_zero_info(f"train {name}: adapter already trained with this config in {target}; skipping")
         return summary | {"skipped": True, "train": done.get("train", {})}
-    ckpt_path = resume_path(ckpt_dir, bool(cfg.sft.resume))
     marker = ckpt_dir / FINGERPRINT_FILE
-    if ckpt_path and marker.is_file() and marker.read_text().strip() != print_:
+    has_ckpt = any(ckpt_dir.glob("*.ckpt"))
+    if cfg.sft.resume and has_ckpt and marker.is_file() and marker.read_text().strip() != print_:
         raise CultureSPAError(f"{ckpt_dir}: checkpoints of a different config; delete them or set sft.resume=false")
+    found = find_resume(ckpt_dir, bool(cfg.sft.resume))
+    ckpt_path = found.path if found else None
 
     spe = steps_per_epoch(len(train_pairs), plan.micro_batch_size, plan.world_size, plan.accumulate)
     total = int(cfg.sft.max_steps) if int(cfg.sft.max_steps) > 0 else spe * int(cfg.sft.epochs)
     rank_zero_info(
         f"train {name}: {len(train_pairs)} train / {len(val_pairs)} val examples, {total} optimiser steps "
         f"(global batch {plan.global_batch_size} = {plan.micro_batch_size} x {plan.accumulate} accumulation x "
-        f"{plan.world_size} devices){'; resuming from ' + ckpt_path if ckpt_path else ''}"
+        f"{plan.world_size} devices)"
     )
+    if found:
+        rank_zero_info(f"train {name}: resuming from step {found.step} of {total} ({found.path})")
     train_ex, val_ex = encoder.encode_all(train_pairs), encoder.encode_all(val_pairs)
 
     plain_peft = OmegaConf.to_container(cfg.peft, resolve=True)
@@ -268,6 +281,7 @@ def fit_job(
         callbacks=[
             *callbacks,
             *progress_callbacks(cfg.trainer),
+            ValidationLedger(spe),
             export,
             checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
         ],
@@ -290,6 +304,37 @@ def fit_job(
         _finish_wandb(loggers)
     result = read_meta(target) or {}
     return summary | {"skipped": False, "train": result.get("train", {})}
+
+
+def evaluate_command(cfg: DictConfig, adapter: str | Path) -> str:
+    """The ``evaluate.py`` command for ``adapter``: this run's model/mode/culture/prompt choices, pasteable as is."""
+    import shlex
+
+    keep = ("model", "mode", "cultures", "prompt", "templates", "experiment", "debug", "paths.")
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # not under @hydra.main (tests, the pipeline)
+        pass
+    picked = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
+    return " ".join(["python evaluate.py", shlex.quote(f"eval.adapter={adapter}"), *map(shlex.quote, picked)])
+
+
+def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> None:
+    """Where the adapter(s) went and the command that evaluates them."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    for name, run in runs.items():
+        print(f"adapter ({name}): {run['adapter']}")
+    if str(cfg.get("task_name")) != "train":  # the pipeline evaluates it itself
+        return
+    folder = Path(next(iter(runs.values()))["adapter"])
+    target = folder if mode == "joint" else folder.parent
+    print(f"next: {evaluate_command(cfg, target)}")
 
 
 def _finish_wandb(loggers: Sequence[Any]) -> None:

@@ -1,0 +1,323 @@
+"""Issue 12 / 14: the same command resumes (run folders keyed by config, paste-safe), finished outputs never shrink,
+two checkpoints with fallback, validation not lost to a kill, corrupt part lines kept apart, umask honoured,
+``eval.adapter=latest`` and the printed next command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+
+from culturespa.config import compose
+from culturespa.data.jsonl import ResumableJsonl, write_json
+from culturespa.errors import CultureSPAError
+from culturespa.train.checkpoints import LAST, PREVIOUS, find_resume
+from culturespa.train.synthetic import write_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run_dir(tmp_path: Path, overrides: list[str], task: str = "train") -> str:
+    cfg = compose(task, [*overrides, f"paths.log_dir={tmp_path}"])
+    return str(cfg.hydra.run.dir)
+
+
+def _parsed_value(override: str) -> str:
+    return str(OverridesParser.create().parse_overrides([override])[0].value())
+
+
+# ---- run folders ---------------------------------------------------------------------------------------------------
+def test_run_dir_is_keyed_by_config_and_safe_to_paste(tmp_path: Path) -> None:
+    args = ["mode=specific", "cultures=[USA,IND]", "debug=tiny", "data.fraction=0.5"]
+    first = _run_dir(tmp_path, args)
+    assert first == _run_dir(tmp_path, args), "the identical command must land in the same folder"
+    assert first != _run_dir(tmp_path, [*args[:-1], "data.fraction=0.4"]), "another config, another folder"
+    assert first != _run_dir(tmp_path, args, task="evaluate")
+    name = Path(first).name
+    assert all(c.isalnum() or c in "_.+-" for c in name), name
+    # what train prints pastes into evaluate.py as is (no quoting), and Hydra reads the same path back
+    adapter = f"{first}/adapter"
+    assert _parsed_value(f"eval.adapter={adapter}") == adapter
+
+
+def test_same_config_spelled_differently_reuses_the_existing_folder(tmp_path: Path) -> None:
+    first = Path(_run_dir(tmp_path, ["mode=joint", "debug=tiny"]))
+    first.mkdir(parents=True)
+    assert _run_dir(tmp_path, ["debug=tiny"]) == str(first)  # mode=joint is the default: same config
+
+
+def test_sweep_jobs_get_distinct_stable_folders(tmp_path: Path) -> None:
+    cfg = compose("train", ["debug=tiny", f"paths.log_dir={tmp_path}"])
+    assert str(cfg.hydra.sweep.dir) == str(tmp_path / "train" / "multirun")
+    subdirs = {str(compose("train", ["debug=tiny", f"sft.lr={lr}"]).hydra.sweep.subdir) for lr in (1e-4, 2e-4)}
+    assert len(subdirs) == 2
+
+
+def test_adapter_retrained_in_place_changes_the_evaluate_folder(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    before = _run_dir(tmp_path, [f"eval.adapter={adapter}"], task="evaluate")
+    (adapter / "adapter_model.safetensors").write_bytes(b"new weights")
+    assert _run_dir(tmp_path, [f"eval.adapter={adapter}"], task="evaluate") != before
+
+
+# ---- eval.adapter=latest and the printed next command --------------------------------------------------------------
+def _fake_adapter(folder: Path, model: str, mode: str = "joint") -> None:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": model}))
+    (folder / "culturespa.json").write_text(json.dumps({"base_model": model, "mode": mode}))
+
+
+def test_eval_adapter_latest_picks_the_newest_matching_adapter(tmp_path: Path) -> None:
+    from culturespa.evaluate.latest import resolve_latest
+
+    runs = tmp_path / "logs" / "train" / "runs"
+    _fake_adapter(runs / "old-1" / "adapter", "tiny_random")
+    _fake_adapter(runs / "other-model-2" / "adapter", "smollm2_135m")
+    _fake_adapter(runs / "new-3" / "adapter", "tiny_random")
+    os.utime(runs / "old-1" / "adapter" / "culturespa.json", (1, 1))
+    cfg = compose("evaluate", ["debug=tiny", "eval.adapter=latest", f"paths.log_dir={tmp_path / 'logs'}"])
+    resolve_latest(cfg)
+    assert cfg.eval.adapter == str(runs / "new-3" / "adapter")
+    with open_dict(cfg):
+        cfg.eval.adapter = "latest"
+        cfg.model.name = "llama3_8b_instruct"
+    with pytest.raises(CultureSPAError, match="eval.adapter=latest: no finished joint adapter for model=llama3"):
+        resolve_latest(cfg)
+
+
+def test_next_command_after_training_pastes_into_evaluate(tmp_path: Path) -> None:
+    from culturespa.train.run import evaluate_command
+
+    run = Path(_run_dir(tmp_path, ["debug=tiny", "cultures=[USA,IND]", "sft.lr=0.001"]))
+    cfg = compose("train", ["debug=tiny", "cultures=[USA,IND]", "sft.lr=0.001"])  # the running app's overrides
+    command = evaluate_command(cfg, run / "adapter")
+    # the adapter path needs no quoting; the choices that evaluation must share come along, training knobs do not
+    assert command == f"python evaluate.py eval.adapter={run / 'adapter'} debug=tiny 'cultures=[USA,IND]'"
+    assert _parsed_value(command.split()[2]) == str(run / "adapter")
+
+
+# ---- checkpoints: keep two, fall back -------------------------------------------------------------------------------
+def _ckpt(path: Path, step: int) -> None:
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": step}, path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_unreadable_last_checkpoint_falls_back_to_previous(tmp_path: Path, caplog, damage: str) -> None:
+    _ckpt(tmp_path / PREVIOUS, 4)
+    _ckpt(tmp_path / LAST, 6)
+    data = (tmp_path / LAST).read_bytes()
+    (tmp_path / LAST).write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with caplog.at_level(logging.WARNING, logger="culturespa.train"):
+        found = find_resume(tmp_path, True)
+    assert found is not None and found.path == str(tmp_path / PREVIOUS) and found.step == 4
+    assert "last.ckpt: unreadable checkpoint" in caplog.text
+    assert not (tmp_path / LAST).exists() and (tmp_path / (LAST + ".corrupt")).exists()
+
+
+def test_no_readable_checkpoint_is_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / LAST).write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CultureSPAError, match=r"no readable checkpoint \(last.ckpt truncated or corrupt\)"):
+        find_resume(tmp_path, True)
+    assert find_resume(tmp_path / "none", True) is None
+
+
+TRAIN = [
+    "model=tiny_random",
+    "logger=csv",
+    "cultures=[USA]",
+    "sft.global_batch_size=4",
+    "sft.micro_batch_size=2",
+    "trainer.enable_progress_bar=false",
+    "data.val_fraction=0.25",
+]
+
+
+class _KillOnValidation(L.Callback):
+    """A kill right after the epoch's last checkpoint, before its validation finishes."""
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            raise RuntimeError("simulated kill")
+
+
+@pytest.mark.slow
+def test_validation_lost_to_a_kill_is_computed_on_resume(make_cfg, tmp_path: Path) -> None:
+    from culturespa.train.checkpoints import read_meta
+    from culturespa.train.run import train
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 16})
+
+    def cfg(out: Path):  # noqa: ANN202
+        extra = [f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]
+        return make_cfg("train", [*TRAIN, "sft.save_every_n_steps=1", "trainer.num_sanity_val_steps=0", *extra])
+
+    straight = train(cfg(tmp_path / "a"))
+    expected = read_meta(straight["adapters"]["joint"])["train"]["metrics"]["val/loss"]
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(cfg(tmp_path / "b"), callbacks=[_KillOnValidation()])
+    assert (tmp_path / "b" / "checkpoints" / "joint" / LAST).is_file()
+    resumed = train(cfg(tmp_path / "b"))
+    meta = read_meta(resumed["adapters"]["joint"])
+    assert meta["train"]["metrics"]["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_training_resumes_from_previous_when_last_is_truncated(make_cfg, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from culturespa.train.run import train
+    from tests.test_train_run import KillAt
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 24})
+
+    def cfg(out: Path):  # noqa: ANN202
+        extra = [f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]
+        return make_cfg("train", [*TRAIN, "sft.save_every_n_steps=1", "sft.max_steps=4", *extra])
+
+    straight = train(cfg(tmp_path / "a"))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(cfg(tmp_path / "b"), callbacks=[KillAt(3)])
+    ckpts = tmp_path / "b" / "checkpoints" / "joint"
+    assert (ckpts / PREVIOUS).is_file()  # two kept
+    (ckpts / LAST).write_bytes((ckpts / LAST).read_bytes()[:1000])
+    resumed = train(cfg(tmp_path / "b"))
+    a = load_file(Path(straight["adapters"]["joint"]) / "adapter_model.safetensors")
+    b = load_file(Path(resumed["adapters"]["joint"]) / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- part files, umask, conf/local ---------------------------------------------------------------------------------
+def test_corrupt_middle_line_keeps_the_good_lines_after_it(tmp_path: Path, caplog) -> None:
+    out = tmp_path / "x.jsonl"
+    part = tmp_path / "x.jsonl.part"
+    lines = [json.dumps({"id": i}) for i in range(5)]
+    lines[2] = '{"id": 2, "raw": "bit rot'
+    part.write_text("\n".join(lines) + "\n" + '{"id": 5')  # and a torn last line
+    with caplog.at_level(logging.WARNING, logger="culturespa.data"):
+        store = ResumableJsonl(out, key=lambda r: str(r["id"]))
+    assert sorted(store.records) == ["0", "1", "3", "4"]
+    assert store.bad_lines == [3] and store.dropped_torn_line
+    assert f"{part}:3: corrupt line skipped" in caplog.text
+    assert (tmp_path / "x.jsonl.part.bad").read_text() == lines[2] + "\n"  # nothing is lost
+    store.append({"id": 2})
+    store.close()
+    assert sorted(ResumableJsonl(out, key=lambda r: str(r["id"])).records) == ["0", "1", "2", "3", "4"]
+
+
+def test_outputs_and_adapters_honour_the_umask(tmp_path: Path) -> None:
+    from culturespa.prompts.builder import PromptStyle
+    from culturespa.train.checkpoints import AdapterExport
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+        class _Model:
+            def save_pretrained(self, folder: str) -> None:
+                (Path(folder) / "adapter_model.safetensors").write_bytes(b"w")
+
+        class _Trainer:
+            is_global_zero, global_step, current_epoch, world_size, callback_metrics = True, 1, 0, 1, {}
+
+        class _Module:
+            device, samples_seen, model = torch.device("cpu"), 1, _Model()
+
+            def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+                return t
+
+        style = PromptStyle.from_config(compose("train").templates, compose("train").prompt)
+        AdapterExport(tmp_path / "adapter", style, "x: 1\n", {}).on_train_end(_Trainer(), _Module())  # type: ignore[arg-type]
+        assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o755
+        assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "adapter").iterdir())
+    finally:
+        os.umask(old)
+
+
+def test_conf_local_is_git_ignored_and_loaded(tmp_path: Path) -> None:
+    probe = REPO / "conf" / "local" / "default.yaml"
+    result = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO, check=False)
+    assert result.returncode == 0, "conf/local/ must be git-ignored (README promises it)"
+    assert "optional local: default" in (REPO / "conf" / "train.yaml").read_text()
+
+
+# ---- a finished answers file is never replaced by fewer records -----------------------------------------------------
+def test_smaller_question_set_never_shrinks_a_finished_answers_file(make_cfg, tmp_path: Path) -> None:
+    from culturespa.generate.run import generate
+
+    args = ["stage=answers", "model=tiny_random", "answers.input=wvs", "logger=csv", "decoding=logprob"]
+    args += ["answers.setting=aware", "cultures=[USA]", f"answers.output_dir={tmp_path / 'a'}"]
+    generate(make_cfg("generate", [*args, "answers.limit=4"]))
+    final = tmp_path / "a" / "aware_USA.jsonl"
+    before = final.read_bytes()
+    assert len(before.splitlines()) == 4
+    with pytest.raises(CultureSPAError, match=r"aware_USA.jsonl: holds 4 finished records, 2 of which this run"):
+        generate(make_cfg("generate", [*args, "answers.limit=2"]))
+    assert final.read_bytes() == before
+    overwritten = generate(make_cfg("generate", [*args, "answers.limit=2", "overwrite=true"]))  # asked for: allowed
+    assert len(Path(overwritten["files"]["USA"]).read_text().splitlines()) == 2
+
+
+def test_omegaconf_resolves_run_dir_without_a_hydra_app(tmp_path: Path) -> None:
+    cfg = compose("pipeline", ["debug=tiny", f"paths.log_dir={tmp_path}"])
+    assert OmegaConf.select(cfg, "hydra.run.dir").startswith(str(tmp_path / "pipeline" / "runs" / "debug-tiny-"))
+
+
+def test_model_cache_build_honours_the_umask(tmp_path: Path) -> None:
+    from culturespa.models.loader import _build_atomically
+
+    old = os.umask(0o027)
+    try:
+        _build_atomically(tmp_path / "models" / "m", lambda folder: (folder / "model.safetensors").write_bytes(b"w"))
+    finally:
+        os.umask(old)
+    target = tmp_path / "models" / "m"
+    assert target.stat().st_mode & 0o777 == 0o750
+    assert (target / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_regenerated_pairs_get_another_train_folder(tmp_path: Path) -> None:
+    from culturespa.train.run import fingerprint
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 4})
+    args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}"]
+    before, print_before = _run_dir(tmp_path, args), fingerprint(compose("train", args), "joint")
+    assert _run_dir(tmp_path, args) == before  # unchanged files: the same folder
+    (pairs / "USA.jsonl").write_text((pairs / "USA.jsonl").read_text().splitlines()[0] + "\n")
+    assert _run_dir(tmp_path, args) != before
+    assert fingerprint(compose("train", args), "joint") != print_before  # nor resumes its checkpoints
+
+
+def test_interrupted_evaluation_redoes_its_chunk_whole(make_cfg, monkeypatch) -> None:
+    """Answers computed in other batches differ in the last bits on CPU: a resumed chunk is recomputed whole."""
+    from culturespa.evaluate.run import evaluate
+    from culturespa.infer import engine as engine_mod
+
+    args = ["model=tiny_random", "logger=none", "eval.limit=3", "cultures=USA", "decoding=logprob", "prompt=p1"]
+    cfg = make_cfg("evaluate", [*args, "answers.resume_chunk=2"])
+    path = Path(evaluate(cfg)["alignment"]).parent / "answers" / "p1_USA.jsonl"
+    lines = path.read_text().splitlines()
+    path.with_name(path.name + ".part").write_text(lines[0] + "\n")  # killed inside the first chunk
+    path.unlink()
+    asked: list[str] = []
+    original = engine_mod.Engine.answer
+
+    def counting(self, requests, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        asked.append(",".join(r.key for r in requests))
+        return original(self, requests, *a, **k)
+
+    monkeypatch.setattr(engine_mod.Engine, "answer", counting)
+    evaluate(cfg)
+    keys = [f"{json.loads(line)['id']}|USA|0" for line in lines]
+    assert asked == [f"{keys[0]},{keys[1]}", keys[2]]  # the first chunk whole (its batch), then the second
+    assert path.read_text().splitlines() == lines
