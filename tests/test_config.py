@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.config import CONFIG_DIR, compose, slug, to_plain, validate_config
 from culturespa.data.cultures import PAPER_CULTURES
@@ -161,3 +161,22 @@ def test_wandb_names_come_from_overrides_even_without_the_hydra_node(tmp_path: P
     assert run_group(stripped) == run_name(cfg)
     settings = wandb_settings(stripped, "train")
     assert settings is not None and settings["job_type"] == "train" and settings["project"] == "culturespa"
+
+
+def test_sweep_jobs_share_one_wandb_group_named_by_the_swept_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweep folders carry no launch time any more, so the group cannot come from the folder name (every sweep of a
+    task would share ``<task>-multirun``): it is named by the overridden keys, the same for every job of a sweep."""
+    from culturespa.utils.tracking import GROUP_ENV, run_group
+
+    monkeypatch.delenv(GROUP_ENV, raising=False)
+
+    def job(*overrides: str) -> DictConfig:
+        hydra = {"mode": "RunMode.MULTIRUN", "sweep": {"dir": "logs/train/multirun"}, "overrides": {"task": overrides}}
+        return OmegaConf.create({"task_name": "train", "hydra": hydra, "logger": {}})
+
+    first, second = job("data.fraction=0.2", "mode=joint"), job("mode=joint", "data.fraction=0.4")
+    assert run_group(first) == run_group(second) == "train-sweep-data.fraction+mode"
+    assert run_group(job("sft.lr=1e-4")) != run_group(first)
+    named = job("data.fraction=0.2")
+    named.logger = {"wandb": {"group": "quantity-study"}}
+    assert run_group(named) == "quantity-study"

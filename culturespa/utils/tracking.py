@@ -45,10 +45,17 @@ def run_group(cfg: DictConfig) -> str:
         return os.environ[GROUP_ENV]
     mode = str(_hydra(cfg, "mode") or "")
     if mode.endswith("MULTIRUN"):
-        sweep = _hydra(cfg, "sweep.dir")
-        if sweep:
-            return f"{cfg.task_name}-{Path(str(sweep)).name}"
+        return sweep_group(cfg)
     return run_name(cfg)
+
+
+def sweep_group(cfg: DictConfig) -> str:
+    """One W&B group per sweep, named by the task and the overridden keys (``train-sweep-data.fraction+mode``): the
+    jobs of a sweep differ only in those keys' values. Sweep folders carry no launch time (the same sweep command
+    resumes its jobs), so two launches over the same keys share a group; ``logger.wandb.group=NAME`` separates them."""
+    overrides = _hydra(cfg, "overrides.task") or []
+    keys = sorted({str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)})
+    return f"{cfg.task_name}-sweep-{'+'.join(keys) or 'default'}"[:120]
 
 
 def wandb_settings(cfg: DictConfig, job_type: str, name_suffix: str | None = None) -> dict[str, Any] | None:
