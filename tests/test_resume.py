@@ -229,6 +229,7 @@ def test_outputs_and_adapters_honour_the_umask(tmp_path: Path) -> None:
 
         class _Trainer:
             is_global_zero, global_step, current_epoch, world_size, callback_metrics = True, 1, 0, 1, {}
+            strategy = None  # not FSDP: the module's own tensors are whole
 
         class _Module:
             device, samples_seen, model = torch.device("cpu"), 1, _Model()
