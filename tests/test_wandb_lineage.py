@@ -222,7 +222,7 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
     assert list((chain["pipeline"].folder / "files" / "media" / "images" / "comparison").glob("plot_*.png"))
 
     # a second run reuses every stage and links each stage's artifacts into its own group
-    outputs = {a.name: a.digest for r in runs for a in r.outputs}
+    outputs = {(a.name, a.digest) for r in runs for a in r.outputs}  # 'alignment' twice: base and adapter
     pairs_done = Path(first["files"]["pairs"]) / "_SUCCESS.json"  # as cached before artifacts were recorded
     record = json.loads(pairs_done.read_text())
     assert [a["name"] for a in record.pop("artifacts")] == [artifacts.PAIRS]
@@ -231,9 +231,10 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
     assert second["recomputed"] == []
     cached = [r for r in offline_runs(home / "wandb", WAIT) if r.job_type == "cached"]
     assert len(cached) == 6 and all(r.name.endswith("-cached") for r in cached)
-    linked = {a.name: a.digest for r in cached for a in r.inputs}
-    assert linked == {k: v for k, v in outputs.items() if k in linked}
-    assert set(linked) >= {artifacts.FILTERED, artifacts.PAIRS, artifacts.ADAPTER, artifacts.ALIGNMENT}
+    linked = {(a.name, a.digest) for r in cached for a in r.inputs}
+    assert linked <= outputs, linked - outputs  # each cached stage links the very versions the first run produced
+    assert {name for name, _ in linked} >= {artifacts.FILTERED, artifacts.PAIRS, artifacts.ADAPTER, artifacts.ALIGNMENT}
+    assert len([name for name, _ in linked if name == artifacts.ALIGNMENT]) == 2  # both evaluations' results
     done = json.loads((Path(first["files"]["train"]) / "_SUCCESS.json").read_text())
     assert [a["name"] for a in done["artifacts"]] == [artifacts.ADAPTER]
 
