@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import fisher_exact
+from test_generate_pairs import _question  # the same hand-made question records
 
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
@@ -17,18 +18,6 @@ from culturespa.generate.pairs import Rule, null_rates
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine
 from culturespa.pipeline import stage_hash
-
-
-def _question(q_id: str, topic: str) -> dict:
-    return {
-        "id": q_id,
-        "text": f"{q_id}?",
-        "options": ["a", "b", "c"],
-        "first_option": 1,
-        "topic": topic,
-        "source": "generated",
-        "meta": {},
-    }
 
 
 def _records(q_id: str, topic: str, culture: str | None, setting: str, answers: list[int | None]) -> list[dict]:
