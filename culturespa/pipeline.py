@@ -99,6 +99,13 @@ def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str
         # greedy / logprob answers depend neither on the seed nor on the sample counts (one answer per question)
         keys = tuple(k for k in keys if k not in ("seed", *_SAMPLES))
     picked = {key: _pick(cfg, key) for key in keys}
+    if isinstance(picked.get("model"), dict) and picked["model"].get("dtype") == "auto":
+        # the dtype the model actually runs in decides the answers: a store shared by a bf16 and an fp32-only
+        # machine must not hand one's outputs to the other
+        from culturespa.models.dtype import resolve_dtype
+
+        device = str(OmegaConf.select(cfg, "engine.device", default="auto"))
+        picked["model"] = {**picked["model"], "dtype": resolve_dtype("auto", None if device == "auto" else device)}
     blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

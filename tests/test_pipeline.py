@@ -98,6 +98,20 @@ def test_stage_hash_ignores_paths_but_not_settings(make_cfg) -> None:  # noqa: A
     assert set(STAGES) >= {"questions", "train", "evaluate"}
 
 
+def test_stage_hash_sees_the_dtype_auto_resolves_to(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """model.dtype=auto runs bf16 on a CPU with native bf16 and fp32 on an AVX2-only one: their answers differ, so a
+    stage store shared by both machines must key them apart (and auto must share with the dtype it resolves to)."""
+    from culturespa.models import dtype
+
+    cfg = make_cfg("pipeline", [*TINY_SMOKE, "model.dtype=auto", "engine.device=cpu"])
+    keys = {}
+    for native in (True, False):
+        monkeypatch.setattr(dtype, "cpu_has_native_bf16", lambda native=native: native)
+        keys[native] = stage_hash(cfg, "answers", ["f"])
+    assert keys[True] != keys[False]
+    assert keys[False] == stage_hash(make_cfg("pipeline", [*TINY_SMOKE, "model.dtype=float32"]), "answers", ["f"])
+
+
 def test_seed_sweep_reuses_the_pinned_question_pool(make_cfg) -> None:  # noqa: ANN001
     """A training-seed sweep with ``filter.seed`` pinned and logprob answers must share the filtered pool and the
     answers (a changed filter hash would cascade into recomputing every answer file); sampled answers follow the seed."""
