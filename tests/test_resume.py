@@ -142,6 +142,16 @@ TRAIN = [
 ]
 
 
+def _checkpointing_train(make_cfg, pairs: Path, *overrides: str):  # noqa: ANN001, ANN202
+    """A train config per output folder, checkpointing every step (so a kill leaves one to resume from)."""
+
+    def cfg(out: Path):  # noqa: ANN202
+        extra = [f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]
+        return make_cfg("train", [*TRAIN, "sft.save_every_n_steps=1", *overrides, *extra])
+
+    return cfg
+
+
 class _KillOnValidation(L.Callback):
     """A kill right after the epoch's last checkpoint, before its validation finishes."""
 
@@ -155,11 +165,7 @@ def test_validation_lost_to_a_kill_is_computed_on_resume(make_cfg, tmp_path: Pat
     from culturespa.train.checkpoints import read_meta
     from culturespa.train.run import train
 
-    pairs = write_pairs(tmp_path / "pairs", {"USA": 16})
-
-    def cfg(out: Path):  # noqa: ANN202
-        extra = [f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]
-        return make_cfg("train", [*TRAIN, "sft.save_every_n_steps=1", "trainer.num_sanity_val_steps=0", *extra])
+    cfg = _checkpointing_train(make_cfg, write_pairs(tmp_path / "pairs", {"USA": 16}), "trainer.num_sanity_val_steps=0")
 
     straight = train(cfg(tmp_path / "a"))
     expected = read_meta(straight["adapters"]["joint"])["train"]["metrics"]["val/loss"]
@@ -178,11 +184,7 @@ def test_training_resumes_from_previous_when_last_is_truncated(make_cfg, tmp_pat
     from culturespa.train.run import train
     from tests.test_train_run import KillAt
 
-    pairs = write_pairs(tmp_path / "pairs", {"USA": 24})
-
-    def cfg(out: Path):  # noqa: ANN202
-        extra = [f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]
-        return make_cfg("train", [*TRAIN, "sft.save_every_n_steps=1", "sft.max_steps=4", *extra])
+    cfg = _checkpointing_train(make_cfg, write_pairs(tmp_path / "pairs", {"USA": 24}), "sft.max_steps=4")
 
     straight = train(cfg(tmp_path / "a"))
     with pytest.raises(RuntimeError, match="simulated kill"):
