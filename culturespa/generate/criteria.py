@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -108,15 +108,21 @@ def keep_majority(aware: Counts, unaware: Counts, alpha: float) -> tuple[bool, f
     return majority(aware, unaware) not in top_options(unaware) and p <= alpha, p
 
 
-def count_js(aware: Counts, unaware: Counts, numbers: Sequence[int]) -> float | None:
-    """Jensen-Shannon distance (base 2) between two option frequency vectors; None when either has no sample."""
-    if not aware or not unaware:
+def js_over(p: Mapping[int, float], q: Mapping[int, float], numbers: Sequence[int]) -> float | None:
+    """Jensen-Shannon distance (base 2) between two option weightings (counts or probabilities, normalised here)
+    over the question's option numbers; None when either puts no weight on them."""
+    a = [float(p.get(n, 0.0)) for n in numbers]
+    b = [float(q.get(n, 0.0)) for n in numbers]
+    if sum(a) <= 0 or sum(b) <= 0:
         return None
     from scipy.spatial.distance import jensenshannon
 
-    a = [aware.get(n, 0) for n in numbers]
-    b = [unaware.get(n, 0) for n in numbers]
     return float(jensenshannon(a, b, base=2))
+
+
+def count_js(aware: Counts, unaware: Counts, numbers: Sequence[int]) -> float | None:
+    """JS distance between the aware and unaware option frequencies of the samples; None without samples."""
+    return js_over(aware, unaware, numbers)
 
 
 def null_threshold(null: Sequence[float], quantile: float) -> float | None:

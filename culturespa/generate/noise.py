@@ -69,14 +69,6 @@ def disagreement(aware: Counts, unaware: Counts) -> tuple[float, float] | None:
     return a, u
 
 
-def deterministic_disagreement(aware: Counts, unaware: Counts) -> float | None:
-    """A_q with one answer per setting (greedy/logprob)."""
-    m, n = sum(aware.values()), sum(unaware.values())
-    if m < 1 or n < 1:
-        return None
-    return 1 - sum(c * unaware.get(o, 0) for o, c in aware.items()) / (m * n)
-
-
 def bootstrap_ci(
     columns: Sequence[np.ndarray], resamples: int, level: float, seed: int, label: str
 ) -> list[tuple[float, float] | None]:

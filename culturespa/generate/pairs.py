@@ -77,20 +77,12 @@ def read_answer_runs(path: Path, need_distribution: bool = False) -> tuple[dict[
     return by_id, {q: [r[i] for i in sorted(r)] for q, r in runs.items()}
 
 
-def read_answers(path: Path, need_distribution: bool = False) -> dict[str, dict[str, Any]]:
-    """Answer records by question id (run 0 preferred)."""
-    return read_answer_runs(path, need_distribution)[0]
-
-
 def js_distance(p: dict[str, float], q: dict[str, float], numbers: list[int]) -> float:
-    """Jensen-Shannon distance (base 2) between two answer distributions over the question's option numbers."""
-    from scipy.spatial.distance import jensenshannon
-
-    a = [float(p.get(str(n), 0.0)) for n in numbers]
-    b = [float(q.get(str(n), 0.0)) for n in numbers]
-    if sum(a) <= 0 or sum(b) <= 0:
+    """Jensen-Shannon distance (base 2) between two logprob answer distributions (JSON: option numbers as strings)."""
+    distance = criteria.js_over({int(k): v for k, v in p.items()}, {int(k): v for k, v in q.items()}, numbers)
+    if distance is None:
         raise CultureSPAError(f"empty answer distribution over options {numbers}")
-    return float(jensenshannon(a, b, base=2))
+    return distance
 
 
 def _numbers(question: dict[str, Any]) -> list[int]:
@@ -106,6 +98,7 @@ class Rule:
             raise CultureSPAError(f"data.criterion={criterion!r} is not valid; choose one of: {', '.join(CRITERIA)}")
         self.criterion, self.k, self.alpha, self.sampled = criterion, k, alpha, sampled
         self.calibrated = criterion == "distribution" and sampled
+        self.counted = criterion in ("majority", "distribution") and sampled  # decided on the sample counts
         self.threshold: float | None = None if self.calibrated else js_threshold
         self.quantile: float | None = None
         self.null_size = 0
@@ -153,7 +146,7 @@ class Rule:
         if self.criterion == "answer":
             first, other = runs[0] if runs else None, runs[r * self.k] if len(runs) > r * self.k else None
             return None if first is None or other is None else first != other
-        if self.criterion in ("majority", "distribution") and self.sampled:
+        if self.counted:
             decision = self.decide(self.replicate(runs, r), self.replicate(runs, 0), numbers)
             return None if decision is None else bool(decision["keep"])
         return None
@@ -187,27 +180,20 @@ def null_rates(rule: Rule, unaware: Runs, questions: dict[str, dict[str, Any]], 
 def compare(
     aware: dict[str, dict[str, Any]],
     unaware: dict[str, dict[str, Any]],
-    criterion: str,
-    js_threshold: float,
     culture: str,
     *,
-    aware_runs: Runs | None = None,
-    unaware_runs: Runs | None = None,
-    rule: Rule | None = None,
-    null: dict[str, Any] | None = None,
-    sampled: bool = False,
-    ci: tuple[int, float, int] = (1000, 0.95, 0),
+    aware_runs: Runs,
+    unaware_runs: Runs,
+    rule: Rule,
+    null: dict[str, Any],
+    ci: tuple[int, float, int],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Pairs and stats for one culture (stats per topic and the noise floor included)."""
-    rule = rule or Rule(criterion, 1, 0.05, js_threshold, sampled)
-    aware_runs = aware_runs or {q: [r["answer"] if r["valid"] else None] for q, r in aware.items()}
-    unaware_runs = unaware_runs or {q: [r["answer"] if r["valid"] else None] for q, r in unaware.items()}
-    null = null or {}
     pairs: list[dict[str, Any]] = []
     zero = {"valid": 0, "same": 0, "differ": 0, "kept": 0, "compared": 0}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict(zero))
     floor = noise.Floor([], [], [])
-    counted = rule.criterion in ("majority", "distribution") and rule.sampled  # decided on the sample counts
+    counted, sampled = rule.counted, rule.sampled
     for q_id, rec in aware.items():
         question = rec["question"]
         topic = str(question.get("topic"))
@@ -324,7 +310,7 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     questions = {q: r["question"] for q, r in unaware.items()}
     rule = Rule(criterion, k, alpha, threshold, sampled)
     have = min((len(r) for r in unaware_runs.values()), default=0)
-    if criterion in ("majority", "distribution") and sampled:
+    if rule.counted:
         for path, runs in [(unaware_path, unaware_runs)] + [
             (answers_file(folder, system, c), aware[c][1]) for c in cultures
         ]:
@@ -352,14 +338,11 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
         c: compare(
             aware[c][0],
             unaware,
-            criterion,
-            threshold,
             c,
             aware_runs=aware[c][1],
             unaware_runs=unaware_runs,
             rule=rule,
             null=null,
-            sampled=sampled,
             ci=ci,
         )
         for c in cultures
