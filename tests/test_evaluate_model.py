@@ -108,6 +108,14 @@ def test_joint_and_specific_adapters(make_cfg, adapters) -> None:
     assert result["setting"]["adapter_kind"] == "specific"
 
 
+@pytest.mark.parametrize("chunk", [0, -2])
+def test_evaluation_refuses_a_resume_chunk_that_would_answer_nothing(make_cfg, chunk: int) -> None:
+    """A chunk <= 0 once became 256 (0) or an empty range (negative: no question answered, no error)."""
+    cfg = _cfg(make_cfg, "cultures=USA", "decoding=logprob", "prompt=p1", f"answers.resume_chunk={chunk}")
+    with pytest.raises(CultureSPAError, match=rf"answers.resume_chunk={chunk} must be a positive integer"):
+        evaluate(cfg)
+
+
 def test_interrupted_evaluation_resumes(make_cfg, monkeypatch) -> None:
     from culturespa.infer import engine as engine_mod
 

@@ -24,6 +24,7 @@ from culturespa.data.survey import WVSData
 from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
+from culturespa.generate.shards import resume_chunk, resume_chunks
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ def _answer_group(
             keys = [f"{question.id}|{culture}|{run}" for question in questions]
             order.extend(keys)
             by_key = dict(zip(keys, questions, strict=True))
-            for start in range(0, len(keys), chunk):
-                members = keys[start : start + chunk]
+            for members in resume_chunks(keys, chunk):
                 if all(key in store.records for key in members):
                     continue
                 todo = [
@@ -159,8 +159,7 @@ def answer_with_model(
     decoding = Decoding.from_config(cfg.decoding)
     setting = str(cfg.prompt.name)
     seed = int(cfg.seed)
-    chunk = int(OmegaConf.select(cfg, "answers.resume_chunk", default=256) or 256)  # the answers stage's chunking
-    group = functools.partial(_answer_group, chunk=chunk)
+    group = functools.partial(_answer_group, chunk=resume_chunk(cfg))  # the answers stage's chunking
 
     base, tokenizer = _load_model(cfg)
     model = base

@@ -31,11 +31,11 @@ from culturespa.config import first_n
 from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
-from culturespa.errors import CultureSPAError, fail
+from culturespa.errors import fail
 from culturespa.generate import outputs
 from culturespa.generate.noise import sample_runs
 from culturespa.generate.pool import load_questions
-from culturespa.generate.shards import Shard, merge_one, resume_chunks
+from culturespa.generate.shards import Shard, merge_one, resume_chunk, resume_chunks
 from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 
@@ -101,9 +101,7 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
 
     decoding = Decoding.from_config(cfg.decoding)
     n_similar = int(OmegaConf.select(cfg, "answers.n_similar", default=3))
-    chunk = OmegaConf.select(cfg, "answers.resume_chunk", default=256)
-    if not isinstance(chunk, int) or chunk < 1:
-        raise CultureSPAError(f"answers.resume_chunk={chunk!r} must be a positive integer")
+    chunk = resume_chunk(cfg)
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
     need_wvs = setting == "cct" or str(acfg.input) == "wvs"
     wvs = WVSData.load(cfg.paths.wvs_dir) if need_wvs else None
@@ -153,7 +151,6 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
     from culturespa.infer.engine import Engine, Request
 
     engine = Engine.from_config(cfg)
-    chunk = int(OmegaConf.select(cfg, "answers.resume_chunk", default=256))
     with stage_run(cfg, "answers") as run:
         samples: list[list[Any]] = []
         answered, started = 0, time.perf_counter()

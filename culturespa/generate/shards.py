@@ -81,6 +81,14 @@ class Shard:
         return self.path(path), self.fingerprint(fp, chunk), self.keys(keys, chunk, per_run)
 
 
+def resume_chunk(cfg: Any) -> int:
+    """``answers.resume_chunk``: how many questions go to the engine together (answers stage and evaluation)."""
+    chunk = OmegaConf.select(cfg, "answers.resume_chunk", default=256)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise CultureSPAError(f"answers.resume_chunk={chunk!r} must be a positive integer")
+    return chunk
+
+
 def resume_chunks(order: list[str], chunk: int, per_run: int | None = None) -> list[list[str]]:
     """The fixed resume chunks of an answers file: ``chunk`` keys at a time by position within each run (sample) of
     ``per_run`` keys, run-major, so run 0 is batched exactly as when one sample is asked for."""
