@@ -301,6 +301,17 @@ def test_regenerated_pairs_get_another_train_folder(tmp_path: Path) -> None:
     assert fingerprint(compose("train", args), "joint") != print_before  # nor resumes its checkpoints
 
 
+def test_a_specific_job_keeps_its_checkpoints_when_another_cultures_pairs_change(tmp_path: Path) -> None:
+    from culturespa.train.run import fingerprint
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 4, "CHN": 4})
+    cfg = compose("train", ["debug=tiny", "mode=specific", "cultures=[USA,CHN]", f"sft.pairs_dir={pairs}"])
+    usa, chn = fingerprint(cfg, "USA", ["USA"]), fingerprint(cfg, "CHN", ["CHN"])
+    (pairs / "CHN.jsonl").write_text((pairs / "CHN.jsonl").read_text().splitlines()[0] + "\n")
+    assert fingerprint(cfg, "USA", ["USA"]) == usa  # USA's adapter is not retrained for CHN's new pairs
+    assert fingerprint(cfg, "CHN", ["CHN"]) != chn
+
+
 def test_interrupted_evaluation_redoes_its_chunk_whole(make_cfg, monkeypatch) -> None:
     """Answers computed in other batches differ in the last bits on CPU: a resumed chunk is recomputed whole."""
     from culturespa.evaluate.run import evaluate

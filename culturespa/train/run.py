@@ -80,7 +80,7 @@ def training_style(cfg: DictConfig) -> PromptStyle:
     return style
 
 
-def fingerprint(cfg: DictConfig, job: str) -> str:
+def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -> str:
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
     plain = to_plain(cfg)
     # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
@@ -97,7 +97,13 @@ def fingerprint(cfg: DictConfig, job: str) -> str:
         "templates": plain["templates"],
         "seed": plain.get("seed"),
         "precision": plain["trainer"].get("precision"),
-        "pairs_content": pairs_digest(cfg.sft.pairs_dir),  # regenerated pairs never resume an old checkpoint
+        # regenerated pairs never resume an old checkpoint; only the job's own cultures' files count (``codes``), so
+        # a culture-specific job keeps its checkpoints when another culture's pairs change
+        "pairs_content": {
+            name: digest
+            for name, digest in pairs_digest(cfg.sft.pairs_dir).items()
+            if codes is None or name.removesuffix(".jsonl") in codes
+        },
     }
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -211,7 +217,7 @@ def fit_job(
     out = Path(str(cfg.sft.output_dir))
     target = out / "adapter" if name == "joint" else out / "adapters" / name
     ckpt_dir = out / "checkpoints" / name
-    print_ = fingerprint(cfg, name)
+    print_ = fingerprint(cfg, name, codes)
     train_pairs = shuffled([p for c in codes for p in splits[c].train], int(cfg.data.seed), name)
     val_pairs = [p for c in codes for p in splits[c].val]
     summary: dict[str, Any] = {
