@@ -64,10 +64,16 @@ _PATH_KEYS = {
     "source",
     "setting",
     "general",
-    "shard",
-    "accelerator",  # sft.accelerator: where training runs, not what it trains
-    "precision",  # sft.precision: hashed as trainer.precision
-    "bootstrap",  # intervals only: the comparison recomputes them from the stored answers, no need to re-answer
+}
+# Single settings inside hashed nodes that do not decide the node's stage output (dotted: a leaf name alone would also
+# drop a same-named key of another node).
+_NOT_IDENTITY = {
+    "answers.shard",  # how the answers were split over jobs: the merged files are the same
+    "sft.accelerator",  # where training runs, not what it trains
+    "sft.precision",  # hashed as trainer.precision
+    "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
+    "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
+    "data.ci_level",
 }
 
 
@@ -87,7 +93,7 @@ def _pick(cfg: DictConfig, key: str) -> Any:
     if OmegaConf.is_config(node):
         value = OmegaConf.to_container(node, resolve=True)
         if isinstance(value, dict):
-            return {k: v for k, v in value.items() if k not in _PATH_KEYS}
+            return {k: v for k, v in value.items() if k not in _PATH_KEYS and f"{key}.{k}" not in _NOT_IDENTITY}
         return value
     return node
 

@@ -124,3 +124,15 @@ def test_seed_sweep_reuses_the_pinned_question_pool(make_cfg) -> None:  # noqa: 
     assert stage_hash(unpinned, "filter") != stage_hash(make_cfg("pipeline", TINY_SMOKE), "filter")
     sampled = [make_cfg("pipeline", [*TINY_SMOKE, "decoding=sample", f"seed={s}"]) for s in (1, 2)]
     assert stage_hash(sampled[0], "answers", ["f"]) != stage_hash(sampled[1], "answers", ["f"])
+
+
+def test_settings_outside_a_stage_identity_are_named_by_their_full_key(make_cfg) -> None:  # noqa: ANN001
+    """data.bootstrap shapes only the pairs' noise statistics: it reruns pairs, not training; a key of the same leaf
+    name in another node (here a new ``peft.bootstrap``) still counts for the stage that reads that node."""
+    cfg = make_cfg("pipeline", TINY_SMOKE)
+    other = make_cfg("pipeline", [*TINY_SMOKE, "data.bootstrap=17"])
+    assert stage_hash(cfg, "pairs", ["a"]) != stage_hash(other, "pairs", ["a"])
+    assert stage_hash(cfg, "train", ["p"]) == stage_hash(other, "train", ["p"])
+    with open_dict(other):
+        other.peft.bootstrap = 3
+    assert stage_hash(cfg, "train", ["p"]) != stage_hash(other, "train", ["p"])
