@@ -335,3 +335,16 @@ def test_interrupted_evaluation_redoes_its_chunk_whole(make_cfg, monkeypatch) ->
     keys = [f"{json.loads(line)['id']}|USA|0" for line in lines]
     assert asked == [f"{keys[0]},{keys[1]}", keys[2]]  # the first chunk whole (its batch), then the second
     assert path.read_text().splitlines() == lines
+
+
+def test_reading_the_umask_does_not_change_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting and restoring the umask to read it applies 0o022 for an instant to other threads' new files."""
+    from culturespa.utils import perms
+
+    old = os.umask(0o007)
+    try:
+        monkeypatch.setattr(perms.os, "umask", lambda mask: pytest.fail("the umask was set to read it"))
+        assert perms.current_umask() == 0o007
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

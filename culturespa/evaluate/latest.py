@@ -15,8 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from culturespa.errors import CultureSPAError
-
-META_FILE = "culturespa.json"
+from culturespa.evaluate.adapters import META_FILE
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:

@@ -207,11 +207,6 @@ def _estimate(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _average(per_culture: np.ndarray) -> np.ndarray:
-    """Mean over cultures (axis 1), leaving out cultures with no score, as the headline average does."""
-    return _nanmean(per_culture, axis=1)
-
-
 def score_intervals(table: ScoreTable, settings: BootstrapSettings) -> dict[str, Any]:
     """``{"cultures": {code: {"score", "lo", "hi"}}, "average": {"score", "lo", "hi"}}`` for one system."""
     rng = np.random.default_rng(settings.seed)
@@ -228,7 +223,9 @@ def score_intervals(table: ScoreTable, settings: BootstrapSettings) -> dict[str,
     cultures = {
         code: entry(point[c], boot[:, c], None if jack is None else jack[:, c]) for c, code in enumerate(table.cultures)
     }
-    average = entry(_average(point[None, :])[0], _average(boot), None if jack is None else _average(jack))
+    average = entry(
+        _average_last(point[None, :])[0], _average_last(boot), None if jack is None else _average_last(jack)
+    )
     return {"cultures": cultures, "average": average}
 
 
@@ -268,7 +265,7 @@ def _permuted_differences(base: ScoreTable, tuned: ScoreTable, rng: np.random.Ge
     keep = 1.0 - swap
     new_base = _score(_add(_sums(base, keep), _sums(tuned, swap)), None)
     new_tuned = _score(_add(_sums(tuned, keep), _sums(base, swap)), None)
-    return np.column_stack([new_tuned - new_base, _average(new_tuned) - _average(new_base)])
+    return np.column_stack([new_tuned - new_base, _average_last(new_tuned) - _average_last(new_base)])
 
 
 def paired_comparison(
@@ -342,9 +339,9 @@ def unpaired_difference(
     boot = scores(tuned, wt, pt) - scores(base, wb, pb)
     point = scores(tuned)[0] - scores(base)[0]
     out = {code: interval(boot[:, c], _estimate(point[c]), settings.confidence) for c, code in enumerate(base.cultures)}
-    avg = _average(scores(tuned, wt, pt)) - _average(scores(base, wb, pb))
+    avg = _average_last(scores(tuned, wt, pt)) - _average_last(scores(base, wb, pb))
     out["average"] = interval(
-        avg, _estimate(_average(scores(tuned))[0] - _average(scores(base))[0]), settings.confidence
+        avg, _estimate(_average_last(scores(tuned))[0] - _average_last(scores(base))[0]), settings.confidence
     )
     return out
 

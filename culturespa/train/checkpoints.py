@@ -105,15 +105,10 @@ def find_resume(folder: str | Path, resume: bool) -> Resume | None:
     return None
 
 
-def resume_path(folder: str | Path, resume: bool) -> str | None:
-    found = find_resume(folder, resume)
-    return found.path if found else None
-
-
 class ValidationLedger(L.Callback):
     """Makes sure the final weights are validated even when a kill fell between the last checkpoint and validation.
 
-    The optimiser steps at which validation finished travel in every checkpoint. When training ends on an epoch
+    The last optimiser step at which validation finished travels in every checkpoint. When training ends on an epoch
     boundary (where Lightning validates) and that step was never validated (the run was killed after the epoch's last
     checkpoint, and on resume Lightning treats the epoch as done), the validation set is evaluated here, the same
     batch-size-weighted mean loss as ``val/loss``, so the adapter metadata has it.
@@ -121,13 +116,13 @@ class ValidationLedger(L.Callback):
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.validated: list[int] = []
+        self.last_validated = -1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"validated": list(self.validated)}
+        return {"last_validated": self.last_validated}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.validated = [int(s) for s in state_dict.get("validated", [])]
+        self.last_validated = int(state_dict.get("last_validated", -1))
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -135,11 +130,11 @@ class ValidationLedger(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.validated.append(int(trainer.global_step))
+            self.last_validated = int(trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = int(trainer.global_step)
-        if step == 0 or step % self.steps_per_epoch or step in self.validated or not trainer.enable_validation:
+        if step == 0 or step % self.steps_per_epoch or step == self.last_validated or not trainer.enable_validation:
             return
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else None
         if loader is None:
@@ -160,7 +155,7 @@ class ValidationLedger(L.Callback):
             return
         loss = torch.tensor(float(total[0] / total[1]))
         trainer.callback_metrics["val/loss"] = loss
-        self.validated.append(step)
+        self.last_validated = step
         if trainer.is_global_zero:
             log.info("validation of step %d was lost to an interruption; val/loss = %.4f", step, float(loss))
             for logger in trainer.loggers:

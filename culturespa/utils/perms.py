@@ -8,7 +8,14 @@ from pathlib import Path
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it: there is no getter)."""
+    """The process umask. Linux reports it in /proc/self/status; elsewhere it is read by setting and restoring it,
+    which for an instant applies 0o022 to files other threads (W&B, data loaders) create."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -30,7 +37,8 @@ def fix_file(path: str | Path) -> None:
 def fix_tree(root: str | Path) -> None:
     """Give a folder made by ``mkdtemp`` (and everything in it) the modes the umask asks for."""
     root = Path(root)
-    fmode, dmode = file_mode(), dir_mode()
+    mask = current_umask()
+    fmode, dmode = 0o666 & ~mask, 0o777 & ~mask
     os.chmod(root, dmode)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
