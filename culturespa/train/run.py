@@ -317,14 +317,9 @@ def evaluate_command(cfg: DictConfig, adapter: str | Path) -> str:
     import shlex
 
     keep = ("model", "mode", "cultures", "prompt", "templates", "experiment", "debug", "paths.")
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from culturespa.utils.tracking import task_overrides
 
-        overrides = [str(o) for o in HydraConfig.get().overrides.task]
-    except ValueError:  # not under @hydra.main (tests, the pipeline)
-        pass
-    picked = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
+    picked = [o for o in task_overrides(cfg) if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
     return " ".join(["python evaluate.py", shlex.quote(f"eval.adapter={adapter}"), *map(shlex.quote, picked)])
 
 

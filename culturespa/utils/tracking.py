@@ -25,6 +25,11 @@ def _hydra(cfg: DictConfig, key: str) -> object:
         return None
 
 
+def task_overrides(cfg: DictConfig) -> list[str]:
+    """This job's command-line overrides (``hydra.overrides.task``), or none outside a Hydra app."""
+    return [str(o) for o in (_hydra(cfg, "overrides.task") or [])]
+
+
 def run_name(cfg: DictConfig) -> str:
     """The overrides of this job (``mode=joint,cultures=all``) or the task name."""
     from culturespa.config import slug
@@ -53,8 +58,7 @@ def sweep_group(cfg: DictConfig) -> str:
     """One W&B group per sweep, named by the task and the overridden keys (``train-sweep-data.fraction+mode``): the
     jobs of a sweep differ only in those keys' values. Sweep folders carry no launch time (the same sweep command
     resumes its jobs), so two launches over the same keys share a group; ``logger.wandb.group=NAME`` separates them."""
-    overrides = _hydra(cfg, "overrides.task") or []
-    keys = sorted({str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)})
+    keys = sorted({o.split("=", 1)[0].lstrip("+~") for o in task_overrides(cfg) if "=" in o})
     return f"{cfg.task_name}-sweep-{'+'.join(keys) or 'default'}"[:120]
 
 
@@ -87,16 +91,10 @@ def pin_wandb_dir(cfg: DictConfig, folder: str | Path) -> None:
     """Put every W&B run made from ``cfg`` (and copies of it) under ``folder/wandb/`` instead of each job's output
     folder: the pipeline keeps all runs of one pipeline run beside its ``comparison.json``. An explicit
     ``logger.wandb.save_dir=...`` on the command line wins."""
-    from hydra.core.hydra_config import HydraConfig
-
     wb = OmegaConf.select(cfg, "logger.wandb", default=None)
     if wb is None:
         return
-    try:
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # no Hydra app running (plain function call)
-        overrides = [str(o) for o in (OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])]
-    if any(o.lstrip("+~").startswith("logger.wandb.save_dir=") for o in overrides):
+    if any(o.lstrip("+~").startswith("logger.wandb.save_dir=") for o in task_overrides(cfg)):
         return
     with open_dict(cfg):
         cfg.logger.wandb.save_dir = str(folder)
