@@ -111,7 +111,7 @@ def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str
         from culturespa.models.dtype import resolve_dtype
 
         device = str(OmegaConf.select(cfg, "engine.device", default="auto"))
-        picked["model"] = {**picked["model"], "dtype": resolve_dtype("auto", None if device == "auto" else device)}
+        picked["model"] = {**picked["model"], "dtype": resolve_dtype("auto", device)}
     blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

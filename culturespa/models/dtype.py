@@ -68,12 +68,14 @@ def cpu_capability() -> str:
 
 def resolve_dtype(name: str, device: str | None = None) -> str:
     """The dtype to load in: ``name`` itself unless it is ``auto``. ``device`` is where the model will run
-    (``cuda``, ``cuda:1``, ``cpu``; None: CUDA when available)."""
+    (``cuda``, ``cuda:1``, ``cpu``; None or ``auto``: CUDA when available)."""
     if name != "auto":
         return name
     import torch
 
-    kind = (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
     if kind == "cuda":
         chosen = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         why = "CUDA"
