@@ -336,13 +336,16 @@ def unpaired_difference(
     rng = np.random.default_rng(settings.seed)
     wb, pb = _draws(rng, base.shape[2], base.shape[1], settings.samples)
     wt, pt = _draws(rng, tuned.shape[2], tuned.shape[1], settings.samples)
-    boot = scores(tuned, wt, pt) - scores(base, wb, pb)
-    point = scores(tuned)[0] - scores(base)[0]
-    out = {code: interval(boot[:, c], _estimate(point[c]), settings.confidence) for c, code in enumerate(base.cultures)}
-    avg = _average_last(scores(tuned, wt, pt)) - _average_last(scores(base, wb, pb))
-    out["average"] = interval(
-        avg, _estimate(_average_last(scores(tuned))[0] - _average_last(scores(base))[0]), settings.confidence
-    )
+    boot_tuned, boot_base = scores(tuned, wt, pt), scores(base, wb, pb)
+    point_tuned, point_base = scores(tuned), scores(base)
+    point = point_tuned[0] - point_base[0]
+    out = {
+        code: interval(boot_tuned[:, c] - boot_base[:, c], _estimate(point[c]), settings.confidence)
+        for c, code in enumerate(base.cultures)
+    }
+    avg = _average_last(boot_tuned) - _average_last(boot_base)
+    avg_point = _average_last(point_tuned)[0] - _average_last(point_base)[0]
+    out["average"] = interval(avg, _estimate(avg_point), settings.confidence)
     return out
 
 

@@ -76,6 +76,11 @@ def _device_of(device_map: Any) -> str | None:
     return str(device_map) if isinstance(device_map, (str,)) and device_map != "auto" else None
 
 
+def cache_target(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
+    """Where a converted (GGUF) or built (tiny) model lives in the cache."""
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "models" / spec.name
+
+
 def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> str:
     """A folder (or hub id) ``from_pretrained`` can read, converting or building it into the cache first if needed."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -93,7 +98,7 @@ def resolve_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> s
         if hub_offline():
             _check_hub_cache(spec.path)
         return spec.path
-    target = cache / "models" / spec.name
+    target = cache_target(spec, cache)
     if (target / COMPLETE_MARKER).exists():
         broken = weights_problems(target)
         if not broken:

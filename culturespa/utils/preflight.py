@@ -143,11 +143,17 @@ def output_folders(cfg: DictConfig) -> list[Path]:
     return folders
 
 
-def check_writable(folder: Path) -> None:
-    """``folder`` (or, if it does not exist yet, the nearest folder above it) accepts a new file."""
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` itself, or the nearest folder above it that exists (where it would be created)."""
     probe = folder
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
+    return probe
+
+
+def check_writable(folder: Path) -> None:
+    """``folder`` (or, if it does not exist yet, the nearest folder above it) accepts a new file."""
+    probe = _nearest_existing(folder)
     if not probe.is_dir():
         raise CultureSPAError(f"{probe}: is a file, but {folder} must be a folder; choose another output path")
     try:
@@ -170,6 +176,7 @@ def check_model(spec: Any, cache_dir: str | Path | None) -> None:
     from culturespa.models.loader import (
         COMPLETE_MARKER,
         ModelSpec,
+        cache_target,
         default_cache_dir,
         gguf_location,
         resolve_model_dir,
@@ -179,7 +186,7 @@ def check_model(spec: Any, cache_dir: str | Path | None) -> None:
         resolve_model_dir(spec, cache_dir)  # local folder or cached hub id offline: checked, nothing built
         return
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache / "models" / spec.name
+    target = cache_target(spec, cache)
     if (target / COMPLETE_MARKER).exists():
         return  # built already (a damaged one is rebuilt, with a warning, when loaded)
     if spec.source == "gguf_wheel":
@@ -207,10 +214,7 @@ def _tiny_bytes(tiny: dict[str, Any]) -> int:
 
 
 def check_disk(folder: Path, need: int, what: str) -> None:
-    probe = folder
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = shutil.disk_usage(_nearest_existing(folder)).free
     if free < need * DISK_MARGIN:
         raise CultureSPAError(
             f"{folder}: {_size(free)} free, but {what} needs about {_size(int(need * DISK_MARGIN))}; free space there "
