@@ -8,6 +8,9 @@ questions together (:func:`culturespa.evaluate.uncertainty.over_seeds`), on the 
 each comparison's ``files`` (``eval-base``, ``eval-culturespa``). When those answers are missing (folders moved or
 deleted), the interval falls back to a t interval over the per-seed differences and says so.
 
+Under the scores it prints the runs' CRQPC pairs over seeds (``culturespa.generate.noise_seeds``): kept pairs, the
+noise floor and the culture signal with a seeds × questions interval (``--no-pairs`` leaves them out).
+
 Run: ``python -m culturespa.evaluate.seeds outputs/pipeline/runs/*small_cpu,seed=* [--markdown FILE] [--json FILE]``.
 """
 
@@ -240,6 +243,22 @@ def _describe_uncertainty(about: dict[str, Any], n: int) -> str:
     )
 
 
+def _with_pairs(
+    table: str, summary: dict[str, Any], comparisons: Sequence[dict[str, Any]], settings: BootstrapSettings
+) -> str:
+    """The scores table followed by the pairs table (``summary["pairs"]``); a run without readable pairs stats
+    leaves the pairs table out with a warning rather than failing the scores."""
+    from culturespa.generate import noise_seeds
+
+    try:
+        pairs = noise_seeds.summarise_pairs(comparisons, settings.samples, settings.confidence, settings.seed)
+    except CultureSPAError as err:
+        log.warning("no CRQPC pairs table: %s", err)
+        return table
+    summary["pairs"] = pairs
+    return f"{table}\n\n{noise_seeds.markdown(pairs)}"
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="culturespa.evaluate.seeds", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders (outputs/pipeline/runs/<name>) or comparison.json files")
@@ -249,12 +268,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--confidence", type=float, default=BootstrapSettings.confidence)
     parser.add_argument("--seed", type=int, default=BootstrapSettings.seed, help="the bootstrap's seed")
     parser.add_argument("--data-dir", help="reference data (default: data/), to rescore the stored answers")
+    parser.add_argument("--no-pairs", action="store_true", help="leave out the CRQPC pairs / noise floor table")
     args = parser.parse_args(list(argv) if argv is not None else None)
     comparisons = [load_comparison(p) for p in args.runs]
     summary = summarise(comparisons)
     settings = BootstrapSettings(samples=args.samples, confidence=args.confidence, seed=args.seed)
     add_uncertainty(summary, comparisons, settings, args.data_dir)
     table = markdown(summary)
+    if not args.no_pairs:
+        table = _with_pairs(table, summary, comparisons, settings)
     print(f"{summary['model']}, prompt {summary['prompt']}, {len(summary['runs'])} runs (mean ± sd)\n{table}")
     if args.markdown:
         write_text(args.markdown, table + "\n")
