@@ -62,7 +62,9 @@ def test_pooled_floor_signal_and_kept_counts(make_cfg, tmp_path: Path) -> None:
     lo, hi = usa["signal_ci"]
     assert lo <= 0.125 <= hi and lo < hi
     assert summary["total_kept"]["values"] == [2.0, 2.0]
-    assert usa["expected_noise_share"] is None  # seed 2 kept nothing for USA: no share to average
+    # seed 2 kept nothing for USA: its share averages over seed 1 only (null keep rate 1/4 x 4 compared / 2 kept)
+    assert usa["expected_noise_share"]["values"] == [0.5]
+    assert summary["expected_noise_share"]["values"] == [0.5, 0.5]  # all cultures, weighted by kept pairs
     assert summary["interval"]["seeds"] == 2 and summary["interval"]["questions"] == 4
     table = noise_seeds.markdown(summary)
     assert "| USA | 1.0 ± 1.4 | 2, 0 | 37.5 | 25.0 | 12.5 [" in table and "criterion `answer`" in table

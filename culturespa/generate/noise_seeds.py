@@ -131,6 +131,19 @@ def _spread(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _pooled_share(stats: dict[str, Any], cultures: list[str]) -> float | None:
+    """One run's expected noise share over all cultures: the cultures' shares weighted by their kept pairs."""
+    kept = share = 0.0
+    for code in cultures:
+        row = stats["cultures"][code]
+        if row["kept"]:
+            value = row["noise"].get("expected_noise_share")
+            if value is None:
+                return None
+            kept, share = kept + row["kept"], share + value * row["kept"]
+    return share / kept if kept else None
+
+
 def summarise_pairs(
     comparisons: Sequence[dict[str, Any]], resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict[str, Any]:
@@ -155,13 +168,14 @@ def summarise_pairs(
     rows: dict[str, dict[str, Any]] = {}
     for code in cultures:
         per_run = [s["cultures"][code] for s in stats]
-        shares = [r["noise"].get("expected_noise_share") for r in per_run]
+        shares = [float(x) for r in per_run if (x := r["noise"].get("expected_noise_share")) is not None]
         rows[code] = {
             "valid": _spread([float(r["valid"]) for r in per_run]),
             "kept": _spread([float(r["kept"]) for r in per_run]),
-            "expected_noise_share": _spread([float(x) for x in shares]) if None not in shares else None,
+            "expected_noise_share": _spread(shares) if shares else None,  # over the runs that kept pairs
         }
     totals = [float(sum(s["cultures"][c]["kept"] for c in cultures)) for s in stats]
+    pooled_shares = [share for s in stats if (share := _pooled_share(s, cultures)) is not None]
     null_rates = [s["noise_floor"].get("null_keep_rate") for s in stats]
     summary: dict[str, Any] = {
         "criterion": first["criterion"],
@@ -172,6 +186,7 @@ def summarise_pairs(
         "runs": [s["_file"] for s in stats],
         "cultures": rows,
         "total_kept": _spread(totals),
+        "expected_noise_share": _spread(pooled_shares) if pooled_shares else None,
         "null_keep_rate": _spread([float(x) for x in null_rates]) if None not in null_rates else None,
     }
     try:
@@ -211,7 +226,8 @@ def _pm(spread: dict[str, Any] | None, scale: float = 1.0, digits: int = 0) -> s
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """One row per culture and the total: kept pairs, per-run counts, A, N, signal [CI] (%), expected noise share."""
+    """One row per culture and the total: kept pairs, per-run counts, A, N, signal [CI] (%), expected noise share
+    (mean ± sd over the runs that kept pairs; the total weights cultures by their kept pairs)."""
     about = summary["interval"]
     level = f"{about['confidence'] * 100:g}% CI" if about.get("method") else "CI"
     lines = [
@@ -233,7 +249,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
     for code, block in summary["cultures"].items():
         lines.append(row(code, block["kept"], block, block["expected_noise_share"]))
-    lines.append(row("**all**", summary["total_kept"], summary.get("average", {}), None))
+    lines.append(row("**all**", summary["total_kept"], summary.get("average", {}), summary["expected_noise_share"]))
     lines.append("")
     if about.get("method"):
         lines.append(
