@@ -35,6 +35,7 @@ from culturespa.generate.pairs import read_answer_runs
 
 STATS_FILE = "stats.json"
 MEASURES = ("aware_vs_unaware", "unaware_vs_unaware", "signal")
+BOOT_CELLS = 4_000_000  # (resample, seed, culture, question) cells drawn at once: ~100 MB of float64 per pass
 
 
 def load_stats(comparison: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def _means(rates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         values = values * weights[None, :, None, None, :]
     total = w.sum(axis=(-3, -1))  # over seeds and questions
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (values * present).sum(axis=(-3, -1)) / total
+        return values.sum(axis=(-3, -1)) / total
 
 
 def crossed_bootstrap(rates: np.ndarray, resamples: int, level: float, seed: int) -> dict[str, Any]:
@@ -105,8 +106,11 @@ def crossed_bootstrap(rates: np.ndarray, resamples: int, level: float, seed: int
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(b"noise-over-seeds")])
     seed_picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
     weights = rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=resamples).astype(float)
-    drawn = rates[:, seed_picks]  # [2, B, S, C, Q]
-    boot = _means(drawn, weights)  # [3, B, C]
+    boot = np.empty((3, resamples, n_cultures))
+    step = max(1, BOOT_CELLS // max(1, n_seeds * n_cultures * n_questions))  # bounds memory at paper scale
+    for start in range(0, resamples, step):
+        part = slice(start, start + step)
+        boot[:, part] = _means(rates[:, seed_picks[part]], weights[part])  # drawn: [2, b, S, C, Q]
     tail = (1 - level) / 2 * 100
 
     def block(est: np.ndarray, dist: np.ndarray) -> dict[str, Any]:
