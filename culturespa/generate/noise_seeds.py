@@ -35,7 +35,6 @@ from culturespa.generate.pairs import read_answer_runs
 
 STATS_FILE = "stats.json"
 MEASURES = ("aware_vs_unaware", "unaware_vs_unaware", "signal")
-BOOT_CELLS = 4_000_000  # (resample, seed, culture, question) cells drawn at once: ~100 MB of float64 per pass
 
 
 def load_stats(comparison: dict[str, Any]) -> dict[str, Any]:
@@ -83,34 +82,31 @@ def rate_matrix(runs: Sequence[dict[str, dict[str, tuple[float, float]]]], cultu
     return out
 
 
-def _means(rates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Per culture means of A, N and A − N over seeds and questions: [3, ..., cultures]; question ``weights`` [B, Q]
-    (bootstrap counts) and the seed axis already drawn. NaN entries count for nothing."""
-    present = ~np.isnan(rates[0]) & ~np.isnan(rates[1])  # [..., S, C, Q]
-    values = np.stack([rates[0], rates[1], rates[0] - rates[1]])
-    values = np.where(present, values, 0.0)
-    w = present.astype(float)
-    if weights is not None:
-        w = w * weights[:, None, None, :]
-        values = values * weights[None, :, None, None, :]
-    total = w.sum(axis=(-3, -1))  # over seeds and questions
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return values.sum(axis=(-3, -1)) / total
+def _sums(rates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Question-weighted sums of A, N, A − N and of the weights over the present questions of every (seed, culture):
+    [3, B, S, C] and [B, S, C] for ``weights`` [B, Q] (one matrix product each, so paper-scale runs stay cheap)."""
+    present = ~np.isnan(rates[0]) & ~np.isnan(rates[1])  # [S, C, Q]
+    values = np.where(present, np.stack([rates[0], rates[1], rates[0] - rates[1]]), 0.0)  # [3, S, C, Q]
+    sums = np.einsum("bq,mscq->mbsc", weights, values, optimize=True)
+    counts = np.einsum("bq,scq->bsc", weights, present.astype(float), optimize=True)
+    return sums, counts
 
 
 def crossed_bootstrap(rates: np.ndarray, resamples: int, level: float, seed: int) -> dict[str, Any]:
     """Point estimates and percentile intervals of A, N and A − N per culture and averaged over cultures, resampling
-    seeds and questions together (one draw of questions shared by all cultures, A and N)."""
+    seeds and questions together (one draw of questions shared by all cultures, A and N). A culture's estimate is the
+    mean over all its (seed, question) entries with valid samples."""
     n_seeds, n_cultures, n_questions = rates.shape[1:]
-    point = _means(rates)  # [3, C]
+    sums, counts = _sums(rates, np.ones((1, n_questions)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = sums.sum(axis=2)[:, 0] / counts.sum(axis=1)[0]  # [3, C]
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(b"noise-over-seeds")])
     seed_picks = rng.integers(0, n_seeds, size=(resamples, n_seeds))
     weights = rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=resamples).astype(float)
-    boot = np.empty((3, resamples, n_cultures))
-    step = max(1, BOOT_CELLS // max(1, n_seeds * n_cultures * n_questions))  # bounds memory at paper scale
-    for start in range(0, resamples, step):
-        part = slice(start, start + step)
-        boot[:, part] = _means(rates[:, seed_picks[part]], weights[part])  # drawn: [2, b, S, C, Q]
+    sums, counts = _sums(rates, weights)
+    rows = np.arange(resamples)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = sums[:, rows, seed_picks].sum(axis=2) / counts[rows, seed_picks].sum(axis=1)  # [3, B, C]
     tail = (1 - level) / 2 * 100
 
     def block(est: np.ndarray, dist: np.ndarray) -> dict[str, Any]:
@@ -123,7 +119,8 @@ def crossed_bootstrap(rates: np.ndarray, resamples: int, level: float, seed: int
         return out
 
     per_culture = [block(point[:, c], boot[:, :, c]) for c in range(n_cultures)]
-    average = block(np.nanmean(point, axis=1), np.nanmean(boot, axis=2))
+    with np.errstate(invalid="ignore"):
+        average = block(np.nanmean(point, axis=1), np.nanmean(boot, axis=2))
     return {"cultures": per_culture, "average": average, "questions": n_questions, "seeds": n_seeds}
 
 
