@@ -57,7 +57,8 @@ def load_comparison(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample sd (None for one value), min, max and the values themselves, over runs."""
     return {
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else None,
@@ -87,9 +88,9 @@ def summarise(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def block(base: list[float], tuned: list[float]) -> dict[str, Any]:
         delta = [t - b for b, t in zip(base, tuned, strict=True)]
         return {
-            "base": _spread(base),
-            "culturespa": _spread(tuned),
-            "delta": _spread(delta),
+            "base": spread(base),
+            "culturespa": spread(tuned),
+            "delta": spread(delta),
             "improved": sum(d > 0 for d in delta),
         }
 
@@ -259,14 +260,29 @@ def _with_pairs(
     return f"{table}\n\n{noise_seeds.markdown(pairs)}"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="culturespa.evaluate.seeds", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders (outputs/pipeline/runs/<name>) or comparison.json files")
+def add_report_args(parser: argparse.ArgumentParser) -> None:
+    """The options every over-seeds summary takes: output files and the bootstrap's settings."""
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--json", help="also write the summary to this JSON file")
     parser.add_argument("--samples", type=int, default=BootstrapSettings.samples, help="bootstrap resamples")
     parser.add_argument("--confidence", type=float, default=BootstrapSettings.confidence)
     parser.add_argument("--seed", type=int, default=BootstrapSettings.seed, help="the bootstrap's seed")
+
+
+def write_report(args: argparse.Namespace, table: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Print the table and write it (``--markdown``) and the summary (``--json``) where asked."""
+    print(table)
+    if args.markdown:
+        write_text(args.markdown, table + "\n")
+    if args.json:
+        write_json(args.json, summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="culturespa.evaluate.seeds", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders (outputs/pipeline/runs/<name>) or comparison.json files")
+    add_report_args(parser)
     parser.add_argument("--data-dir", help="reference data (default: data/), to rescore the stored answers")
     parser.add_argument("--no-pairs", action="store_true", help="leave out the CRQPC pairs / noise floor table")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -277,12 +293,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = markdown(summary)
     if not args.no_pairs:
         table = _with_pairs(table, summary, comparisons, settings)
-    print(f"{summary['model']}, prompt {summary['prompt']}, {len(summary['runs'])} runs (mean ± sd)\n{table}")
-    if args.markdown:
-        write_text(args.markdown, table + "\n")
-    if args.json:
-        write_json(args.json, summary)
-    return summary
+    print(f"{summary['model']}, prompt {summary['prompt']}, {len(summary['runs'])} runs (mean ± sd)")
+    return write_report(args, table, summary)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import zlib
 from collections.abc import Sequence
@@ -27,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from culturespa.data.jsonl import write_json, write_text
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.seeds import add_report_args, spread, write_report
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.pairs import read_answer_runs
@@ -56,16 +55,21 @@ def load_stats(comparison: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def question_rates(answers_dir: str | Path, system: str, culture: str) -> dict[str, tuple[float, float]]:
-    """(A_q, N_q) per question id for one culture of one run, from its sampled answer files (see ``noise``)."""
+def question_rates(
+    answers_dir: str | Path, system: str, cultures: list[str]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """(A_q, N_q) per culture and question id of one run, from its sampled answer files (see ``noise``); the
+    unaware file is read once for all cultures."""
     folder = Path(answers_dir)
-    _, aware = read_answer_runs(answers_file(folder, system, culture))
     _, unaware = read_answer_runs(answers_file(folder, "unaware", None))
-    rates = {}
-    for q_id, runs in aware.items():
-        pair = noise.disagreement(criteria.counts(runs), criteria.counts(unaware.get(q_id, [])))
-        if pair is not None:
-            rates[q_id] = pair
+    rates: dict[str, dict[str, tuple[float, float]]] = {}
+    for culture in cultures:
+        _, aware = read_answer_runs(answers_file(folder, system, culture))
+        rates[culture] = {}
+        for q_id, runs in aware.items():
+            pair = noise.disagreement(criteria.counts(runs), criteria.counts(unaware.get(q_id, [])))
+            if pair is not None:
+                rates[culture][q_id] = pair
     return rates
 
 
@@ -124,14 +128,6 @@ def crossed_bootstrap(rates: np.ndarray, resamples: int, level: float, seed: int
     return {"cultures": per_culture, "average": average, "questions": n_questions, "seeds": n_seeds}
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else None,
-        "values": values,
-    }
-
-
 def _pooled_share(stats: dict[str, Any], cultures: list[str]) -> float | None:
     """One run's expected noise share over all cultures: the cultures' shares weighted by their kept pairs."""
     kept = share = 0.0
@@ -171,9 +167,9 @@ def summarise_pairs(
         per_run = [s["cultures"][code] for s in stats]
         shares = [float(x) for r in per_run if (x := r["noise"].get("expected_noise_share")) is not None]
         rows[code] = {
-            "valid": _spread([float(r["valid"]) for r in per_run]),
-            "kept": _spread([float(r["kept"]) for r in per_run]),
-            "expected_noise_share": _spread(shares) if shares else None,  # over the runs that kept pairs
+            "valid": spread([float(r["valid"]) for r in per_run]),
+            "kept": spread([float(r["kept"]) for r in per_run]),
+            "expected_noise_share": spread(shares) if shares else None,  # over the runs that kept pairs
         }
     totals = [float(sum(s["cultures"][c]["kept"] for c in cultures)) for s in stats]
     pooled_shares = [share for s in stats if (share := _pooled_share(s, cultures)) is not None]
@@ -186,17 +182,14 @@ def summarise_pairs(
         "floor_status": [s["noise_floor"].get("status") for s in stats],
         "runs": [s["_file"] for s in stats],
         "cultures": rows,
-        "total_kept": _spread(totals),
-        "expected_noise_share": _spread(pooled_shares) if pooled_shares else None,
-        "null_keep_rate": _spread([float(x) for x in null_rates]) if None not in null_rates else None,
+        "total_kept": spread(totals),
+        "expected_noise_share": spread(pooled_shares) if pooled_shares else None,
+        "null_keep_rate": spread([float(x) for x in null_rates]) if None not in null_rates else None,
     }
     try:
         if any(s["noise_floor"].get("decoding") != "sample" for s in stats):
             raise CultureSPAError("not every run sampled its answers (no noise floor to pool)")
-        rates = [
-            {code: question_rates(c["files"]["answers"], first["system"], code) for code in cultures}
-            for c in comparisons
-        ]
+        rates = [question_rates(c["files"]["answers"], first["system"], cultures) for c in comparisons]
     except (CultureSPAError, KeyError, OSError) as err:
         summary["interval"] = {"method": None, "reason": " ".join(str(err).split())}
         return summary
@@ -292,20 +285,10 @@ def run_files(path: str | Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="culturespa.generate.noise_seeds", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="pipeline pairs folders or run folders (comparison.json)")
-    parser.add_argument("--markdown", help="also write the table to this file")
-    parser.add_argument("--json", help="also write the summary to this JSON file")
-    parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    add_report_args(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     summary = summarise_pairs([run_files(p) for p in args.runs], args.samples, args.confidence, args.seed)
-    table = markdown(summary)
-    print(table)
-    if args.markdown:
-        write_text(args.markdown, table + "\n")
-    if args.json:
-        write_json(args.json, summary)
-    return summary
+    return write_report(args, markdown(summary), summary)
 
 
 if __name__ == "__main__":
