@@ -35,25 +35,34 @@ log = logging.getLogger(__name__)
 COMPARISON_FILE = "comparison.json"
 
 
+def read_summary_json(file: Path, fields: Sequence[str], missing: str) -> dict[str, Any]:
+    """A run's JSON summary with the fields a reader needs, each problem a one-line error naming the file; the
+    result records its path as ``_file``."""
+    if not file.is_file():
+        raise CultureSPAError(f"{file}: {missing}")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise CultureSPAError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    for key in fields:
+        if key not in data:
+            raise CultureSPAError(f"{file}: field {key!r} is missing")
+    data["_file"] = str(file)
+    return data
+
+
 def load_comparison(path: str | Path) -> dict[str, Any]:
     """A run's comparison (a run folder or the file itself), checked for the fields the summary reads."""
     file = Path(path)
     if file.is_dir():
         file = file / COMPARISON_FILE
-    if not file.is_file():
-        raise CultureSPAError(f"{file}: no such comparison file (run the pipeline first)")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CultureSPAError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    for key in ("average", "cultures", "prompt", "model"):
-        if key not in data:
-            raise CultureSPAError(f"{file}: field {key!r} is missing")
+    data = read_summary_json(
+        file, ("average", "cultures", "prompt", "model"), "no such comparison file (run the pipeline first)"
+    )
     for i, row in enumerate(data["cultures"]):
         for key in ("culture", "base", "culturespa"):
             if key not in row:
                 raise CultureSPAError(f"{file}: cultures[{i}] has no field {key!r}")
-    data["_file"] = str(file)
     return data
 
 

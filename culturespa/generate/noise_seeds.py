@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from culturespa.errors import CultureSPAError
-from culturespa.evaluate.seeds import add_report_args, spread, write_report
+from culturespa.evaluate.seeds import add_report_args, read_summary_json, spread, write_report
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.pairs import read_answer_runs
@@ -41,18 +41,8 @@ def load_stats(comparison: dict[str, Any]) -> dict[str, Any]:
     folder = (comparison.get("files") or {}).get("pairs")
     if not folder:
         raise CultureSPAError(f"{comparison.get('_file', 'comparison')}: no 'files.pairs' entry (pairs stage folder)")
-    path = Path(folder) / STATS_FILE
-    if not path.is_file():
-        raise CultureSPAError(f"{path}: no such pairs stats file (moved or deleted?)")
-    try:
-        stats = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CultureSPAError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    for key in ("criterion", "system", "cultures", "noise_floor"):
-        if key not in stats:
-            raise CultureSPAError(f"{path}: field {key!r} is missing")
-    stats["_file"] = str(path)
-    return stats
+    fields = ("criterion", "system", "cultures", "noise_floor")
+    return read_summary_json(Path(folder) / STATS_FILE, fields, "no such pairs stats file (moved or deleted?)")
 
 
 def question_rates(
@@ -263,11 +253,8 @@ def run_files(path: str | Path) -> dict[str, Any]:
     folder = Path(path)
     comparison = folder / "comparison.json" if folder.is_dir() else folder
     if comparison.name == "comparison.json" and comparison.is_file():
-        try:
-            files = json.loads(comparison.read_text()).get("files") or {}
-        except json.JSONDecodeError as err:
-            raise CultureSPAError(f"{comparison}: not valid JSON ({err.msg}, line {err.lineno})") from None
-        return {"files": files, "_file": str(comparison)}
+        data = read_summary_json(comparison, ("files",), "no such comparison file")
+        return {"files": data["files"] or {}, "_file": data["_file"]}
     if not (folder / STATS_FILE).is_file():
         raise CultureSPAError(f"{folder}: neither a run folder (comparison.json) nor a pairs folder (stats.json)")
     files: dict[str, str] = {"pairs": str(folder)}
