@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
+from culturespa.stages.checks import sampling_errors
+from culturespa.stages.identity import GENERATE_STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -102,16 +104,13 @@ def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and (not isinstance(value, int) or value < 1):
             errors.append(f"{key}={value!r} must be a positive integer")
-    stages = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
-    if stage is not None and stage not in stages:
-        errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(stages)}")
+    if stage is not None and stage not in GENERATE_STAGES:
+        errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(GENERATE_STAGES)}")
     gbs = OmegaConf.select(cfg, "sft.global_batch_size", default=None)
     mbs = OmegaConf.select(cfg, "sft.micro_batch_size", default=None)
     if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
         errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
-    from culturespa.generate.criteria import config_errors
-
-    errors += config_errors(cfg)  # data.samples / noise_replicates / majority's reachable significance
+    errors += sampling_errors(cfg)  # data.samples / noise_replicates / majority's reachable significance
     if errors:
         raise CultureSPAError("; ".join(errors))
     return resolve_cultures(cfg.get("cultures"))
@@ -152,19 +151,6 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(copy, resolve=True, throw_on_missing=False)
     assert isinstance(container, dict)
     return container
-
-
-def config_hash(cfg: DictConfig, keys: Sequence[str]) -> str:
-    """A short stable hash of the resolved values under ``keys``: the identity of a stage's output."""
-    import json
-
-    picked = {
-        k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True)
-        if OmegaConf.is_config(OmegaConf.select(cfg, k))
-        else OmegaConf.select(cfg, k)
-        for k in keys
-    }
-    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:

@@ -12,12 +12,13 @@ import pytest
 
 from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError
-from culturespa.generate.filter import filter_questions, normalise, report_path
+from culturespa.generate.filter import filter_questions, normalise
 from culturespa.generate.json_extract import Extracted, extract_question
 from culturespa.generate.near_dup import near_duplicates, rouge_l
 from culturespa.generate.options import explains_scale, format_question, parse_option
 from culturespa.generate.pool import load_questions
 from culturespa.generate.run import generate
+from culturespa.stages.lineage import report_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from culturespa.generate import criteria, noise
 from culturespa.generate.pairs import Rule, null_rates
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine
-from culturespa.pipeline import stage_hash
+from culturespa.stages.checks import smallest_p
+from culturespa.stages.identity import stage_hash
 
 
 def _records(q_id: str, topic: str, culture: str | None, setting: str, answers: list[int | None]) -> list[dict]:
@@ -143,7 +144,7 @@ def test_exact_test_against_hand_computed_values() -> None:
     # weights 6, 60, 120, 60, 6 over 252 (columns 6, 4; row 5); observed x1 = 2 has weight 60
     assert criteria.exact_test({2: 3, 1: 2}, {1: 4, 2: 1}) == pytest.approx(132 / 252)
     assert criteria.exact_test({1: 3}, {1: 5}) == 1.0 and criteria.exact_test({}, {1: 2}) == 1.0
-    assert [criteria.smallest_p(k) for k in (3, 4, 5)] == pytest.approx([0.1, 2 / 70, 2 / 252])
+    assert [smallest_p(k) for k in (3, 4, 5)] == pytest.approx([0.1, 2 / 70, 2 / 252])
     assert criteria.keep_majority({2: 5}, {1: 5}, 0.05) == (True, pytest.approx(2 / 252))
     assert criteria.keep_majority({2: 5}, {1: 5}, 0.005)[0] is False
     assert criteria.keep_majority({1: 3, 2: 2}, {1: 2, 2: 3}, 1.0)[0] is True  # majorities differ, p <= 1

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from culturespa.data.questions import Question
-from culturespa.generate.filter import paper_seed_texts, report_path
+from culturespa.generate.filter import paper_seed_texts
 from culturespa.generate.paper_filter import STEPS, clean_label, first_option, numbered_kind, paper_filter
 from culturespa.generate.run import generate
+from culturespa.stages.lineage import report_path
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "data" / "generated-questions-llama3-8b-instruct"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
+from culturespa.stages import lineage
 from culturespa.utils import artifacts
 from culturespa.utils.wandb_records import main as records_main
 from culturespa.utils.wandb_records import offline_runs, read_records, read_run, run_folders
@@ -46,12 +47,12 @@ def test_offline_input_resolves_to_the_producers_version_by_digest(offline: Path
     shutil.copyfile(source, copy)
 
     producer = _init(offline / "p", "producer")
-    made = artifacts.log_output(producer, artifacts.questions(source))
+    made = artifacts.log_output(producer, lineage.questions(source))
     producer.finish()
     consumer = _init(offline / "c", "consumer")
-    used = artifacts.use_input(consumer, artifacts.questions(copy))
+    used = artifacts.use_input(consumer, lineage.questions(copy))
     copy.write_text('{"id": "q1"}\n')
-    changed = artifacts.use_input(consumer, artifacts.questions(copy))
+    changed = artifacts.use_input(consumer, lineage.questions(copy))
     consumer.finish()
 
     (out,) = [a for a in offline_runs(offline / "p", WAIT).pop().outputs if a.name == "questions"]
@@ -75,8 +76,8 @@ def test_plain_use_artifact_refuses_offline_so_inputs_use_the_draft_record(offli
     run = _init(offline / "r", "r")
     try:
         with pytest.raises(TypeError, match="offline"):
-            run.use_artifact(artifacts.build(artifacts.pairs(data), copy_up_to=0))
-        assert artifacts.use_input(run, artifacts.pairs(data)) is not None
+            run.use_artifact(artifacts.build(lineage.pairs(data), copy_up_to=0))
+        assert artifacts.use_input(run, lineage.pairs(data)) is not None
     finally:
         run.finish()
     assert [(a.name, a.type, a.used) for a in read_run(run_folders([offline / "r"])[0], WAIT).artifacts] == [
@@ -91,9 +92,9 @@ def test_files_above_the_size_limit_go_by_reference_with_the_same_digest(offline
     (folder / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
     (folder / "adapter_config.json").write_text("{}")
     cfg = OmegaConf.create({"logger": {"wandb": {"artifacts": {"enabled": True, "reference_mb": 1 / 1024}}}})
-    copied = artifacts.build(artifacts.adapter(folder), copy_up_to=1e9).manifest.digest()
+    copied = artifacts.build(lineage.adapter(folder), copy_up_to=1e9).manifest.digest()
     run = _init(offline / "r", "r")
-    digest = artifacts.log_output(run, artifacts.adapter(folder), cfg)
+    digest = artifacts.log_output(run, lineage.adapter(folder), cfg)
     run.finish()
     (out,) = read_run(run_folders([offline / "r"])[0], WAIT).outputs
     entries = dict(out.entries)
@@ -101,7 +102,7 @@ def test_files_above_the_size_limit_go_by_reference_with_the_same_digest(offline
     assert entries["adapter_model.safetensors"] == (folder / "adapter_model.safetensors").resolve().as_uri()
     assert not entries["adapter_config.json"].startswith("file://")  # small: staged copy, uploaded on sync
     off = OmegaConf.create({"logger": {"wandb": {"artifacts": {"enabled": False}}}})
-    assert artifacts.log_output(run, artifacts.adapter(folder), off) is None
+    assert artifacts.log_output(run, lineage.adapter(folder), off) is None
 
 
 def test_reader_reassembles_records_across_blocks_and_checks_them(offline: Path) -> None:
@@ -201,17 +202,17 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
     }
     assert len({r.group for r in runs}) == 1
     produced = {(a.name, a.digest): r.job_type for r in runs for a in r.outputs}
-    external = {artifacts.POOL, artifacts.WVS}
+    external = {lineage.POOL, lineage.WVS}
     for r in runs:  # every input but the reference data is some run's output: one graph from pool to score
         for a in r.inputs:
             assert a.name in external or (a.name, a.digest) in produced, (r.job_type, a.name)
     chain = {r.job_type + ("-base" if r.name.endswith("-base") else ""): r for r in runs}
     names = {k: {a.name for a in r.inputs} for k, r in chain.items()}
     assert names["generate-pairs"] == {"answers-unaware", "answers-aware"}
-    assert names["train"] == {artifacts.PAIRS}
-    assert names["evaluate"] == {artifacts.WVS, artifacts.ADAPTER} and names["evaluate-base"] == {artifacts.WVS}
-    assert names["pipeline"] == {artifacts.ALIGNMENT}
-    assert {a.name for a in chain["pipeline"].outputs} >= {artifacts.COMPARISON}
+    assert names["train"] == {lineage.PAIRS}
+    assert names["evaluate"] == {lineage.WVS, lineage.ADAPTER} and names["evaluate-base"] == {lineage.WVS}
+    assert names["pipeline"] == {lineage.ALIGNMENT}
+    assert {a.name for a in chain["pipeline"].outputs} >= {lineage.COMPARISON}
 
     # the per-question table and the comparison plot are in the run files
     evaluation = chain["evaluate"].folder / "files" / "media"
@@ -225,7 +226,7 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
     outputs = {(a.name, a.digest) for r in runs for a in r.outputs}  # 'alignment' twice: base and adapter
     pairs_done = Path(first["files"]["pairs"]) / "_SUCCESS.json"  # as cached before artifacts were recorded
     record = json.loads(pairs_done.read_text())
-    assert [a["name"] for a in record.pop("artifacts")] == [artifacts.PAIRS]
+    assert [a["name"] for a in record.pop("artifacts")] == [lineage.PAIRS]
     pairs_done.write_text(json.dumps(record))
     second = run()
     assert second["recomputed"] == []
@@ -233,10 +234,10 @@ def test_pipeline_lineage_runs_from_questions_to_score_and_survives_the_cache(ma
     assert len(cached) == 6 and all(r.name.endswith("-cached") for r in cached)
     linked = {(a.name, a.digest) for r in cached for a in r.inputs}
     assert linked <= outputs, linked - outputs  # each cached stage links the very versions the first run produced
-    assert {name for name, _ in linked} >= {artifacts.FILTERED, artifacts.PAIRS, artifacts.ADAPTER, artifacts.ALIGNMENT}
-    assert len([name for name, _ in linked if name == artifacts.ALIGNMENT]) == 2  # both evaluations' results
+    assert {name for name, _ in linked} >= {lineage.FILTERED, lineage.PAIRS, lineage.ADAPTER, lineage.ALIGNMENT}
+    assert len([name for name, _ in linked if name == lineage.ALIGNMENT]) == 2  # both evaluations' results
     done = json.loads((Path(first["files"]["train"]) / "_SUCCESS.json").read_text())
-    assert [a["name"] for a in done["artifacts"]] == [artifacts.ADAPTER]
+    assert [a["name"] for a in done["artifacts"]] == [lineage.ADAPTER]
 
 
 def test_specific_adapters_link_one_by_one(tmp_path: Path) -> None:
@@ -248,10 +249,10 @@ def test_specific_adapters_link_one_by_one(tmp_path: Path) -> None:
         (folder / "adapter_config.json").write_text(json.dumps({"culture": code}))
         folders.append(folder)
     (tmp_path / "adapters" / "notes.txt").write_text("not an adapter")
-    made = {artifacts.adapter(f).name: artifacts.build(artifacts.adapter(f), 1e9).manifest.digest() for f in folders}
-    used = {s.name: artifacts.build(s, 0).manifest.digest() for s in artifacts.adapter_inputs(tmp_path / "adapters")}
+    made = {lineage.adapter(f).name: artifacts.build(lineage.adapter(f), 1e9).manifest.digest() for f in folders}
+    used = {s.name: artifacts.build(s, 0).manifest.digest() for s in lineage.adapter_inputs(tmp_path / "adapters")}
     assert used == made and set(made) == {"adapter-USA", "adapter-CHN"}
-    assert [s.name for s in artifacts.adapter_inputs(folders[0])] == ["adapter-USA"]
+    assert [s.name for s in lineage.adapter_inputs(folders[0])] == ["adapter-USA"]
 
 
 def test_the_two_filter_runs_of_a_pipeline_have_different_names(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001

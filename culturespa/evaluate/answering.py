@@ -17,7 +17,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from culturespa.config import config_hash
 from culturespa.data.jsonl import ResumableJsonl, read_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
@@ -25,6 +24,7 @@ from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
 from culturespa.generate.shards import resume_chunk, resume_chunks
+from culturespa.stages.identity import config_hash
 
 log = logging.getLogger(__name__)
 

@@ -119,11 +119,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "references": averages(results["references"]),
     }
     from culturespa.evaluate.question_table import log_table, model_prompts
+    from culturespa.stages import lineage
     from culturespa.utils import artifacts
 
-    run = start_run(cfg, "evaluate", artifacts.evaluation_label(cfg))
+    run = start_run(cfg, "evaluate", lineage.evaluation_label(cfg))
     try:
-        artifacts.use_inputs(run, artifacts.evaluation_inputs(cfg), cfg)
+        artifacts.use_inputs(run, lineage.evaluation_inputs(cfg), cfg)
         log_results(run, results)
         log_table(run, answers, questions, wvs, cultures, model_prompts(cfg, wvs, plan) if source == "model" else None)
         if suite == "relations":
@@ -134,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             log_outputs(run, "relations", outputs)
             summary["relations"] = {k: str(v) for k, v in outputs.items()}
             summary["relations_matrix"] = matrix
-        artifacts.log_output(run, artifacts.alignment(out_dir), cfg)
+        artifacts.log_output(run, lineage.alignment(out_dir), cfg)
     finally:
         finish_run(run)
     return summary

@@ -33,22 +33,12 @@ from culturespa.generate.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
 from culturespa.generate.paper_filter import table as steps_table
 from culturespa.generate.pool import load_questions
 from culturespa.generate.track import stage_run
+from culturespa.stages.lineage import filter_source, report_path
 
 log = logging.getLogger("culturespa.generate")
 ALL_RULES = (*RULES, "duplicate_of_wvs", "duplicate", "near_duplicate", "over_limit")
 MODIFICATIONS = ("prefix_cleaned", "scale_converted", "non_substantive_stripped")
 SAMPLE_ROWS = 50
-
-
-def report_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name.removesuffix(".jsonl") + ".report.json")
-
-
-def resolve_input(cfg: DictConfig) -> str:
-    """``filter.input``; the literal ``paper`` means the paper's pool (``paths.question_pool_dir``)."""
-    value = str(cfg.filter.input)
-    return str(cfg.paths.question_pool_dir) if value == "paper" else value
 
 
 def normalise(text: str) -> str:
@@ -155,7 +145,7 @@ def filter_questions(
 
 def run_filter(cfg: DictConfig) -> dict[str, Any]:
     fcfg = cfg.filter
-    source = resolve_input(cfg)
+    source = filter_source(cfg)
     output = Path(str(fcfg.output))
     threshold = OmegaConf.select(cfg, "filter.rouge_l_threshold", default=None)
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):

@@ -13,7 +13,6 @@ produced it (model, decoding, templates, inputs...) and whether it finished:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,17 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.jsonl import write_json
 from culturespa.errors import fail
+from culturespa.stages.identity import fingerprint, plain
+
+__all__ = ["fingerprint", "plain", "mark", "prepare", "read_meta", "refuse_shrink", "overwrite_requested"]
 
 log = logging.getLogger("culturespa.generate")
-
-
-def fingerprint(payload: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def plain(cfg: DictConfig, key: str) -> Any:
-    value = OmegaConf.select(cfg, key, default=None)
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def overwrite_requested(cfg: DictConfig) -> bool:

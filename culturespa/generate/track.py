@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from culturespa.stages.lineage import filter_source, generate_inputs, generate_outputs
+from culturespa.utils.artifacts import log_output, use_inputs
 from culturespa.utils.tracking import finish_run, start_run
 
 
@@ -59,14 +61,12 @@ def _cell(value: Any) -> Any:
 
 @contextmanager
 def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
-    from culturespa.utils import artifacts
-
     run = start_run(cfg, job_type=f"generate-{stage}", name_suffix=_label(cfg, stage))
     try:
-        artifacts.use_inputs(run, artifacts.generate_inputs(cfg, stage), cfg)
+        use_inputs(run, generate_inputs(cfg, stage), cfg)
         yield StageRun(run)
-        for spec in artifacts.generate_outputs(cfg, stage):
-            artifacts.log_output(run, spec, cfg)
+        for spec in generate_outputs(cfg, stage):
+            log_output(run, spec, cfg)
     finally:
         finish_run(run)
 
@@ -77,7 +77,5 @@ def _label(cfg: DictConfig, stage: str) -> str:
     if stage == "answers":
         return f"answers-{cfg.answers.setting}"
     if stage == "filter":
-        from culturespa.generate.filter import resolve_input
-
-        return "filter-pool" if Path(resolve_input(cfg)).is_dir() else "filter"
+        return "filter-pool" if Path(filter_source(cfg)).is_dir() else "filter"
     return stage

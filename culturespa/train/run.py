@@ -6,8 +6,6 @@ examples are encoded, and only then does each rank load the model (in ``SFTModul
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -20,8 +18,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from culturespa.config import to_plain, validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
+from culturespa.stages.identity import fingerprint as digest_of
+from culturespa.stages.identity import pairs_digest
+from culturespa.stages.lineage import track_training
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
-from culturespa.utils.rundirs import pairs_digest
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -105,7 +105,7 @@ def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -
             if codes is None or name.removesuffix(".jsonl") in codes
         },
     }
-    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest_of(picked)
 
 
 def make_loggers(cfg: DictConfig, version: str, suffix: str | None) -> list[Any]:
@@ -303,8 +303,6 @@ def fit_job(
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.is_global_zero:
-            from culturespa.utils.artifacts import track_training
-
             track_training(loggers, cfg, target)  # pairs in, adapter out (W&B lineage)
     finally:
         _finish_wandb(loggers)

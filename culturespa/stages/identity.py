@@ -1,0 +1,171 @@
+"""What makes two stage outputs the same: the stage names, the settings that decide each output, one fingerprint
+function for every config hash, and the done marker of a cached pipeline stage.
+
+Every digest in the package is :func:`fingerprint` of a JSON payload (sorted keys, ``str`` for anything else); only
+the payload and the length differ, so stored outputs keep their names and sidecars across versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from culturespa.data.jsonl import write_json
+
+# The stages ``generate.py`` runs (``stage=...``) and those the pipeline caches (``force=[...]``).
+GENERATE_STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
+PIPELINE_STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
+DONE_FILE = "_SUCCESS.json"
+STAGE_HASH_LEN = 10  # pipeline stage folders, config keys, run folders
+OUTPUT_HASH_LEN = 12  # sidecars of resumable outputs, training jobs, content digests
+
+# How many answers are sampled per question (culturespa.generate.noise.sample_runs), and the pairs' noise statistics.
+_SAMPLES = ("data.samples", "data.noise_replicates")
+_NOISE = ("data.alpha", "data.null_quantile", "data.bootstrap", "data.ci_level", "data.seed")
+# The settings that decide each pipeline stage's output (paths excluded: they are derived from the hashes).
+DECIDING_KEYS: dict[str, tuple[str, ...]] = {
+    "questions": ("model", "questions", "templates.question_generation", "seed"),
+    "filter": ("filter",),  # filter.seed (default ${seed}) is resolved inside the node: pinning it shares the pool
+    "answers": ("model", "decoding", "templates.answer", "answers", "seed", *_SAMPLES),
+    "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures", *_SAMPLES, *_NOISE),
+    "train": ("model", "peft", "mode", "data", "sft", "trainer.precision", "templates.answer", "cultures", "seed"),
+    "evaluate": ("model", "prompt", "decoding", "templates.answer", "eval", "cultures", "seed"),
+}
+# Keys inside those nodes that name files or pick a sub-task: they are set by the pipeline, not part of the identity.
+_PATH_KEYS = {
+    "output",
+    "input",
+    "output_dir",
+    "pairs_dir",
+    "adapter",
+    "predictions",
+    "suite",
+    "source",
+    "setting",
+    "general",
+}
+# Single settings inside hashed nodes that do not decide the node's stage output (dotted: a leaf name alone would also
+# drop a same-named key of another node).
+_NOT_IDENTITY = {
+    "answers.shard",  # how the answers were split over jobs: the merged files are the same
+    "sft.accelerator",  # where training runs, not what it trains
+    "sft.precision",  # hashed as trainer.precision
+    "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
+    "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
+    "data.ci_level",
+}
+
+
+def fingerprint(payload: Any, length: int = OUTPUT_HASH_LEN) -> str:
+    """The one digest of the package: SHA-1 of ``payload`` as sorted JSON, cut to ``length`` hex digits."""
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def plain(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at ``key`` as plain data (None when absent)."""
+    value = OmegaConf.select(cfg, key, default=None)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def config_hash(cfg: DictConfig, keys: Sequence[str]) -> str:
+    """A short stable hash of the resolved values under ``keys`` (an evaluation's answers fingerprint)."""
+    return fingerprint({key: plain(cfg, key) for key in keys}, STAGE_HASH_LEN)
+
+
+def _identity_value(cfg: DictConfig, key: str) -> Any:
+    """The value of ``key`` as it enters a stage hash: nodes without their path keys and non-identity settings."""
+    value = plain(cfg, key)
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in _PATH_KEYS and f"{key}.{k}" not in _NOT_IDENTITY}
+    return value
+
+
+def stage_settings(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The settings that decide ``stage``'s output, as recorded in its done marker."""
+    return {key: _identity_value(cfg, key) for key in DECIDING_KEYS[stage]}
+
+
+def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str:
+    """Identity of a pipeline stage's output: its deciding settings plus the hashes of the stages it reads."""
+    keys = DECIDING_KEYS[stage]
+    if stage in ("answers", "evaluate") and str(cfg.decoding.mode) != "sample":
+        # greedy / logprob answers depend neither on the seed nor on the sample counts (one answer per question)
+        keys = tuple(k for k in keys if k not in ("seed", *_SAMPLES))
+    picked = {key: _identity_value(cfg, key) for key in keys}
+    if isinstance(picked.get("model"), dict) and picked["model"].get("dtype") == "auto":
+        # the dtype the model actually runs in decides the answers: a store shared by a bf16 and an fp32-only
+        # machine must not hand one's outputs to the other
+        picked["model"] = {**picked["model"], "dtype": _resolved_dtype(cfg)}
+    return fingerprint({"settings": picked, "upstream": list(upstream)}, STAGE_HASH_LEN)
+
+
+def _resolved_dtype(cfg: DictConfig) -> str:
+    # models.dtype probes the CPU (and torch when installed): loaded only when a hash meets dtype=auto
+    from culturespa.models.dtype import resolve_dtype
+
+    return resolve_dtype("auto", str(OmegaConf.select(cfg, "engine.device", default="auto")))
+
+
+def pairs_digest(folder: Any) -> dict[str, str]:
+    """Content hashes of the ``*.jsonl`` pairs files in ``folder``: regenerated pairs are another training input."""
+    root = Path(str(folder))
+    if not root.is_dir():
+        return {}
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest()[:OUTPUT_HASH_LEN] for p in sorted(root.glob("*.jsonl"))}
+
+
+def adapter_identity(adapter: Any) -> Any:
+    """An adapter folder as it is now (files, sizes, modification times): retraining it in place changes the key."""
+    if adapter in (None, "", "null", "none"):
+        return None
+    root = Path(str(adapter)).expanduser()
+    if not root.is_dir():
+        return str(adapter)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+    stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files[:500]]
+    return {"path": str(root.resolve()), "files": stats}
+
+
+@dataclass(frozen=True)
+class DoneRecord:
+    """What a finished pipeline stage left in its done marker."""
+
+    stage: str
+    hash: str
+    upstream: list[str]
+    settings: dict[str, Any]
+    seconds: float
+    summary: Any
+    artifacts: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "hash": self.hash,
+            "upstream": list(self.upstream),
+            "settings": self.settings,
+            "seconds": self.seconds,
+            "summary": json.loads(json.dumps(self.summary, default=str)),
+            "artifacts": self.artifacts,
+        }
+
+
+def write_done(folder: Path, record: DoneRecord) -> None:
+    """Mark ``folder`` as a finished stage (written last: a crash leaves no marker)."""
+    write_json(Path(folder) / DONE_FILE, record.to_dict())
+
+
+def is_done(folder: Path) -> bool:
+    return (Path(folder) / DONE_FILE).exists()
+
+
+def read_done(folder: Path) -> dict[str, Any] | None:
+    """The done marker of ``folder`` as written, or None while the stage is unfinished."""
+    marker = Path(folder) / DONE_FILE
+    return json.loads(marker.read_text()) if marker.exists() else None
