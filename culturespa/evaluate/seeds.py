@@ -17,7 +17,6 @@ Run: ``python -m culturespa.evaluate.seeds outputs/pipeline/runs/*small_cpu,seed
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -25,30 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import write_json, write_text
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.references import describe
-from culturespa.evaluate.uncertainty import BootstrapSettings
+from culturespa.evaluate.seed_report import add_report_args, read_summary_json, spread, write_report
+from culturespa.evaluate.uncertainty import BootstrapSettings, over_seeds
+from culturespa.generate import noise_seeds
 
 log = logging.getLogger(__name__)
 
 COMPARISON_FILE = "comparison.json"
-
-
-def read_summary_json(file: Path, fields: Sequence[str], missing: str) -> dict[str, Any]:
-    """A run's JSON summary with the fields a reader needs, each problem a one-line error naming the file; the
-    result records its path as ``_file``."""
-    if not file.is_file():
-        raise CultureSPAError(f"{file}: {missing}")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CultureSPAError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    for key in fields:
-        if key not in data:
-            raise CultureSPAError(f"{file}: field {key!r} is missing")
-    data["_file"] = str(file)
-    return data
 
 
 def load_comparison(path: str | Path) -> dict[str, Any]:
@@ -64,17 +50,6 @@ def load_comparison(path: str | Path) -> dict[str, Any]:
             if key not in row:
                 raise CultureSPAError(f"{file}: cultures[{i}] has no field {key!r}")
     return data
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Mean, sample sd (None for one value), min, max and the values themselves, over runs."""
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else None,
-        "min": min(values),
-        "max": max(values),
-        "values": values,
-    }
 
 
 def summarise(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -133,10 +108,6 @@ def _uncertainty(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The crossed seeds × questions bootstrap (``found``, per culture and average) and how it was made; ``found`` is
     None, with the reason in the description, when some run's per-question answers cannot be read."""
-    from culturespa.data.survey import WVSData
-    from culturespa.evaluate.comparison import paired_tables
-    from culturespa.evaluate.uncertainty import over_seeds
-
     try:
         wvs = WVSData.load(data_dir)
         pairs = []
@@ -258,8 +229,6 @@ def _with_pairs(
 ) -> str:
     """The scores table followed by the pairs table (``summary["pairs"]``); a run without readable pairs stats
     leaves the pairs table out with a warning rather than failing the scores."""
-    from culturespa.generate import noise_seeds
-
     try:
         pairs = noise_seeds.summarise_pairs(comparisons, settings.samples, settings.confidence, settings.seed)
     except CultureSPAError as err:
@@ -267,25 +236,6 @@ def _with_pairs(
         return table
     summary["pairs"] = pairs
     return f"{table}\n\n{noise_seeds.markdown(pairs)}"
-
-
-def add_report_args(parser: argparse.ArgumentParser) -> None:
-    """The options every over-seeds summary takes: output files and the bootstrap's settings."""
-    parser.add_argument("--markdown", help="also write the table to this file")
-    parser.add_argument("--json", help="also write the summary to this JSON file")
-    parser.add_argument("--samples", type=int, default=BootstrapSettings.samples, help="bootstrap resamples")
-    parser.add_argument("--confidence", type=float, default=BootstrapSettings.confidence)
-    parser.add_argument("--seed", type=int, default=BootstrapSettings.seed, help="the bootstrap's seed")
-
-
-def write_report(args: argparse.Namespace, table: str, summary: dict[str, Any]) -> dict[str, Any]:
-    """Print the table and write it (``--markdown``) and the summary (``--json``) where asked."""
-    print(table)
-    if args.markdown:
-        write_text(args.markdown, table + "\n")
-    if args.json:
-        write_json(args.json, summary)
-    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from culturespa.errors import CultureSPAError
-from culturespa.evaluate.seeds import add_report_args, read_summary_json, spread, write_report
+from culturespa.evaluate.seed_report import add_report_args, read_summary_json, spread, write_report
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.pairs import read_answer_runs
+from culturespa.stages.identity import read_done
 
 STATS_FILE = "stats.json"
 MEASURES = ("aware_vs_unaware", "unaware_vs_unaware", "signal")
@@ -259,7 +260,7 @@ def run_files(path: str | Path) -> dict[str, Any]:
         raise CultureSPAError(f"{folder}: neither a run folder (comparison.json) nor a pairs folder (stats.json)")
     files: dict[str, str] = {"pairs": str(folder)}
     try:
-        upstream = json.loads((folder / "_SUCCESS.json").read_text()).get("upstream") or []
+        upstream = (read_done(folder) or {}).get("upstream") or []
     except (OSError, json.JSONDecodeError):
         upstream = []
     for digest in upstream:
