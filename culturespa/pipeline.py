@@ -4,77 +4,72 @@
 
 questions (and/or a sample of the paper's pool) → filter → answers (unaware + aware/cct) → pairs → train → evaluate base and CultureSPA → comparison.
 Each stage writes under ``outputs/pipeline/<stage>/<hash>/``, where the hash covers exactly the settings that decide
-that stage's output plus the hashes of the stages it reads. A second run reuses every finished stage; changing a
-training knob reruns only training and the evaluation of the adapter; ``force=[train]`` (or ``force=[all]``) reruns
-stages on purpose. All stages of one pipeline run share one W&B group.
+that stage's output plus the hashes of the stages it reads (:mod:`culturespa.stages.identity`). A second run reuses
+every finished stage; changing a training knob reruns only training and the evaluation of the adapter;
+``force=[train]`` (or ``force=[all]``) reruns stages on purpose. All stages of one pipeline run share one W&B group.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
 
 from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
 from culturespa.data.jsonl import write_json
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.analyses import compare, log_outputs
+from culturespa.evaluate.comparison import ADDED_KEYS, attach_comparison, log_uncertainty, print_comparison
+from culturespa.evaluate.references import averages, describe
+from culturespa.evaluate.run import evaluate
+from culturespa.evaluate.uncertainty import BootstrapSettings
 from culturespa.generate.pool import files_digest, pipeline_pool
+from culturespa.generate.run import generate
+from culturespa.generate.shards import fan_out
+from culturespa.stages import lineage
+from culturespa.stages.identity import (
+    PIPELINE_STAGES,
+    DoneRecord,
+    is_done,
+    read_done,
+    stage_hash,
+    stage_settings,
+    write_done,
+)
+from culturespa.train.run import train
 from culturespa.utils import artifacts
 from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
-from culturespa.utils.tracking import GROUP_ENV, pin_wandb_dir, run_name
+from culturespa.utils.tracking import GROUP_ENV, finish_run, pin_wandb_dir, run_name, start_run
 
 log = logging.getLogger("culturespa.pipeline")
-DONE = "_SUCCESS.json"
-STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
 QUESTION_SOURCES = ("generate", "pool", "both")
+Work = Callable[[Path], dict[str, Any]]
 
-# How many answers are sampled per question (culturespa.generate.noise.sample_runs), and the pairs' noise statistics.
-_SAMPLES = ("data.samples", "data.noise_replicates")
-_NOISE = ("data.alpha", "data.null_quantile", "data.bootstrap", "data.ci_level", "data.seed")
-# The settings that decide each stage's output (paths excluded: they are derived from the hashes).
-_KEYS: dict[str, tuple[str, ...]] = {
-    "questions": ("model", "questions", "templates.question_generation", "seed"),
-    "filter": ("filter",),  # filter.seed (default ${seed}) is resolved inside the node: pinning it shares the pool
-    "answers": ("model", "decoding", "templates.answer", "answers", "seed", *_SAMPLES),
-    "pairs": ("data.criterion", "data.js_threshold", "data.system", "cultures", *_SAMPLES, *_NOISE),
-    "train": ("model", "peft", "mode", "data", "sft", "trainer.precision", "templates.answer", "cultures", "seed"),
-    "evaluate": ("model", "prompt", "decoding", "templates.answer", "eval", "cultures", "seed"),
-}
-# Keys inside those nodes that name files or pick a sub-task: they are set by the pipeline, not part of the identity.
-_PATH_KEYS = {
-    "output",
-    "input",
-    "output_dir",
-    "pairs_dir",
-    "adapter",
-    "predictions",
-    "suite",
-    "source",
-    "setting",
-    "general",
-}
-# Single settings inside hashed nodes that do not decide the node's stage output (dotted: a leaf name alone would also
-# drop a same-named key of another node).
-_NOT_IDENTITY = {
-    "answers.shard",  # how the answers were split over jobs: the merged files are the same
-    "sft.accelerator",  # where training runs, not what it trains
-    "sft.precision",  # hashed as trainer.precision
-    "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
-    "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
-    "data.ci_level",
-}
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Where one cached step goes and whether its finished output can be reused: decided before any work."""
+
+    name: str  # the folder group and the label in reports: ``filter-pool``, ``eval-base``...
+    key: str  # the stage whose deciding settings hash it (one of PIPELINE_STAGES)
+    upstream: tuple[str, ...]  # the hashes (or identities) of what it reads
+    digest: str
+    folder: Path
+    reuse: bool
 
 
 @dataclass
@@ -88,42 +83,68 @@ class Stage:
     summary: dict[str, Any] | None = None
 
 
-def _pick(cfg: DictConfig, key: str) -> Any:
-    node = OmegaConf.select(cfg, key, default=None)
-    if OmegaConf.is_config(node):
-        value = OmegaConf.to_container(node, resolve=True)
-        if isinstance(value, dict):
-            return {k: v for k, v in value.items() if k not in _PATH_KEYS and f"{key}.{k}" not in _NOT_IDENTITY}
-        return value
-    return node
+def plan_stage(
+    cfg: DictConfig, root: Path, force: set[str], name: str, key: str, after: Sequence[Stage | str]
+) -> StagePlan:
+    """The stage's folder from its settings and inputs; reusable when done, not forced and no input was recomputed."""
+    upstream = tuple(a.folder.name if isinstance(a, Stage) else a for a in after)
+    digest = stage_hash(cfg, key, upstream)
+    folder = root / name / digest
+    stale = any(isinstance(a, Stage) and a.ran for a in after)
+    reuse = is_done(folder) and key not in force and not stale
+    return StagePlan(name, key, upstream, digest, folder, reuse)
 
 
-def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str:
-    """Identity of a stage's output: its deciding settings plus the hashes of the stages it reads."""
-    keys = _KEYS[stage]
-    if stage in ("answers", "evaluate") and str(cfg.decoding.mode) != "sample":
-        # greedy / logprob answers depend neither on the seed nor on the sample counts (one answer per question)
-        keys = tuple(k for k in keys if k not in ("seed", *_SAMPLES))
-    picked = {key: _pick(cfg, key) for key in keys}
-    if isinstance(picked.get("model"), dict) and picked["model"].get("dtype") == "auto":
-        # the dtype the model actually runs in decides the answers: a store shared by a bf16 and an fp32-only
-        # machine must not hand one's outputs to the other
-        from culturespa.models.dtype import resolve_dtype
-
-        device = str(OmegaConf.select(cfg, "engine.device", default="auto"))
-        picked["model"] = {**picked["model"], "dtype": resolve_dtype("auto", device)}
-    blob = json.dumps({"settings": picked, "upstream": list(upstream)}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+def reuse_stage(cfg: DictConfig, plan: StagePlan) -> Stage:
+    """A finished stage as it was recorded; its artifacts are linked into this run's W&B group."""
+    record = read_done(plan.folder) or {}
+    log.info("[%s] reusing %s", plan.name, plan.folder)
+    link_cached(cfg, plan.name, plan.folder, record.get("artifacts"))  # keeps this group's lineage
+    return Stage(plan.name, plan.folder, summary=record["summary"])
 
 
-def _stage_cfg(cfg: DictConfig, folder: Path, values: dict[str, Any]) -> DictConfig:
+def run_stage(cfg: DictConfig, plan: StagePlan, work: Work) -> Stage:
+    """Run ``work`` into the stage's folder and mark it done with what decided it and what it logged."""
+    log.info("[%s] running → %s", plan.name, plan.folder)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with artifacts.recording() as produced:
+        summary = work(plan.folder)
+    stage = Stage(plan.name, plan.folder, ran=True, seconds=time.perf_counter() - start, summary=summary)
+    record = DoneRecord(
+        plan.name, plan.digest, list(plan.upstream), stage_settings(cfg, plan.key), stage.seconds, summary, produced
+    )
+    write_done(plan.folder, record)
+    return stage
+
+
+def link_cached(cfg: DictConfig, stage: str, folder: Path, produced: Sequence[Mapping[str, Any]] | None) -> None:
+    """A reused pipeline stage: a small run in this pipeline's group (job_type ``cached``) that uses the stage's
+    artifacts, so the group's lineage graph stays whole although nothing was recomputed."""
+    if not artifacts.enabled(cfg):
+        return
+    specs = [artifacts.Spec.from_dict(item) for item in produced or ()] or lineage.stage_outputs(cfg, stage, folder)
+    if not specs:
+        log.info("[%s] no artifact files in %s: no lineage link", stage, folder)
+        return
+    run = start_run(cfg, "cached", f"{stage}-cached")
+    if run is None:
+        return
+    try:
+        run.summary["cached_folder"] = str(folder)
+        artifacts.use_inputs(run, specs, cfg)
+    finally:
+        finish_run(run)
+
+
+def stage_cfg(cfg: DictConfig, folder: Path, values: dict[str, Any]) -> DictConfig:
     """A copy of the pipeline config whose paths point into ``folder`` (plus the stage-specific ``values``)."""
-    stage_cfg = copy.deepcopy(cfg)
-    with open_dict(stage_cfg):
-        stage_cfg.paths.output_dir = str(folder)
+    copied = copy.deepcopy(cfg)
+    with open_dict(copied):
+        copied.paths.output_dir = str(folder)
         for key, value in values.items():
-            OmegaConf.update(stage_cfg, key, value, force_add=True)
-    return stage_cfg
+            OmegaConf.update(copied, key, value, force_add=True)
+    return copied
 
 
 class Pipeline:
@@ -136,101 +157,55 @@ class Pipeline:
         if OmegaConf.select(cfg, "pipeline.root", default=None):
             self.root = Path(str(cfg.pipeline.root))
         force = [str(s) for s in (cfg.get("force") or [])]
-        unknown = sorted(set(force) - set(STAGES) - {"all"})
+        unknown = sorted(set(force) - set(PIPELINE_STAGES) - {"all"})
         if unknown:
-            raise CultureSPAError(f"force={unknown}: unknown stage; valid: all, {', '.join(STAGES)}")
-        self.force = set(STAGES) if "all" in force else set(force)
+            raise CultureSPAError(f"force={unknown}: unknown stage; valid: all, {', '.join(PIPELINE_STAGES)}")
+        self.force = set(PIPELINE_STAGES) if "all" in force else set(force)
         self.stages: list[Stage] = []
         pin_wandb_dir(cfg, self.root / "runs" / slug(run_name(cfg), 100))  # every stage's W&B run beside comparison
 
-    def _run(self, name: str, key: str, after: Sequence[Stage | str], work: Callable[[Path], dict[str, Any]]) -> Stage:
-        """Run ``work`` into the stage's folder unless it is done for these settings; ``after`` are the stages (or
-        extra identities) it reads. A stage whose input was recomputed in this run is recomputed too."""
-        upstream = [a.folder.name if isinstance(a, Stage) else a for a in after]
-        digest = stage_hash(self.cfg, key, upstream)
-        folder = self.root / name / digest
-        stage = Stage(name, folder)
-        done = folder / DONE
-        stale = any(isinstance(a, Stage) and a.ran for a in after)
-        if done.exists() and key not in self.force and not stale:
-            record = json.loads(done.read_text())
-            stage.summary = record["summary"]
-            log.info("[%s] reusing %s", name, folder)
-            artifacts.link_cached(self.cfg, name, folder, record.get("artifacts"))  # keeps this group's lineage
-        else:
-            log.info("[%s] running → %s", name, folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            start, produced = time.perf_counter(), len(artifacts.PRODUCED)
-            stage.summary = work(folder)
-            stage.seconds = time.perf_counter() - start
-            stage.ran = True
-            settings = {k: _pick(self.cfg, k) for k in _KEYS[key]}
-            write_json(
-                done,
-                {
-                    "stage": name,
-                    "hash": digest,
-                    "upstream": list(upstream),
-                    "settings": settings,
-                    "seconds": stage.seconds,
-                    "summary": _jsonable(stage.summary),
-                    "artifacts": artifacts.produced_since(produced),
-                },
-            )
+    def _step(self, name: str, key: str, after: Sequence[Stage | str], work: Work) -> Stage:
+        """Plan the stage, then reuse or run it; ``after`` are the stages (or extra identities) it reads."""
+        plan = plan_stage(self.cfg, self.root, self.force, name, key, after)
+        stage = reuse_stage(self.cfg, plan) if plan.reuse else run_stage(self.cfg, plan, work)
         self.stages.append(stage)
         return stage
 
     def _filter(self, name: str, source_file: str, after: Stage | str, limit: Any) -> Stage:
-        from culturespa.generate.run import generate
-
         def work(d: Path) -> dict[str, Any]:
-            return generate(
-                _stage_cfg(
-                    self.cfg,
-                    d,
-                    {
-                        "stage": "filter",
-                        "filter.input": source_file,
-                        "filter.output": str(d / "filtered.jsonl"),
-                        "filter.limit_per_topic": limit,
-                    },
-                )
-            )
+            values = {"filter.input": source_file, "filter.output": str(d / "filtered.jsonl")}
+            return generate(stage_cfg(self.cfg, d, {"stage": "filter", **values, "filter.limit_per_topic": limit}))
 
-        return self._run(name, "filter", [after, f"limit={limit}"], work)
+        return self._step(name, "filter", [after, f"limit={limit}"], work)
 
-    def run(self) -> dict[str, Any]:
-        from culturespa.evaluate.run import evaluate
-        from culturespa.generate.run import generate
-        from culturespa.generate.shards import fan_out
-        from culturespa.train.run import train
-
+    def questions(self) -> list[Stage]:
+        """Step 1: generate questions and/or take a sample of the paper's pool; each source is filtered on its own."""
         cfg = self.cfg
         mode = str(cfg.pipeline.questions)
         if mode not in QUESTION_SOURCES:
             raise CultureSPAError(
                 f"pipeline.questions={mode!r} is not valid; choose one of: {', '.join(QUESTION_SOURCES)}"
             )
-        # Step 1: generate questions and/or take a sample of the paper's pool; each source is filtered on its own.
         filtered: list[Stage] = []
         if mode in ("generate", "both"):
-            questions = self._run(
-                "questions",
-                "questions",
-                [],
-                lambda d: generate(
-                    _stage_cfg(cfg, d, {"stage": "questions", "questions.output": str(d / "generated.jsonl")})
-                ),
-            )
+
+            def ask(d: Path) -> dict[str, Any]:
+                return generate(
+                    stage_cfg(cfg, d, {"stage": "questions", "questions.output": str(d / "generated.jsonl")})
+                )
+
+            made = self._step("questions", "questions", [], ask)
             limit = None if mode == "both" else cfg.filter.limit_per_topic  # keep every generated question
-            filtered.append(self._filter("filter", str(questions.folder / "generated.jsonl"), questions, limit))
+            filtered.append(self._filter("filter", str(made.folder / "generated.jsonl"), made, limit))
         if mode in ("pool", "both"):
             pool = pipeline_pool(cfg, mode)
             source = "pool:" + files_digest(pool)  # the content decides the cached stage, not the path
             filtered.append(self._filter("filter-pool", pool, source, cfg.filter.limit_per_topic))
+        return filtered
 
-        # Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings.
-        system = str(cfg.data.system)
+    def answers(self, filtered: list[Stage]) -> Stage:
+        """Step 2: answers, unaware once and culture-aware (or CCT) per culture, into one folder per settings."""
+        cfg = self.cfg
         shards = OmegaConf.select(cfg, "pipeline.answer_shards", default=1)
 
         def answer(d: Path) -> dict[str, Any]:
@@ -239,72 +214,58 @@ class Pipeline:
             for stage in filtered:
                 shutil.copyfile(stage.folder / "filtered.jsonl", inputs / f"{stage.name}.jsonl")
             out: dict[str, Any] = {}
-            for setting in ("unaware", system):
-                values = {
-                    "stage": "answers",
-                    "answers.setting": setting,
-                    "answers.input": str(inputs),
-                    "answers.output_dir": str(d),
-                }
+            for setting in ("unaware", str(cfg.data.system)):
+                values = {"stage": "answers", "answers.setting": setting}
+                values |= {"answers.input": str(inputs), "answers.output_dir": str(d)}
                 # pipeline.answer_shards=n: n shards in turn, then merged (the same files as one run)
-                out[setting] = fan_out(generate, lambda extra, v=values: _stage_cfg(cfg, d, {**v, **extra}), shards)
+                out[setting] = fan_out(generate, lambda extra, v=values: stage_cfg(cfg, d, {**v, **extra}), shards)
             return out
 
-        answers = self._run("answers", "answers", [*filtered, *self.cultures], answer)
-        # Step 3: CRQPC.
-        pairs = self._run(
-            "pairs",
-            "pairs",
-            [answers],
-            lambda d: generate(
-                _stage_cfg(
-                    cfg, d, {"stage": "pairs", "answers.output_dir": str(answers.folder), "sft.pairs_dir": str(d)}
-                )
-            ),
-        )
-        # Step 4: SFT.
-        trained = self._run(
-            "train",
-            "train",
-            [pairs],
-            lambda d: train(_stage_cfg(cfg, d, {"sft.pairs_dir": str(pairs.folder), "sft.output_dir": str(d)})),
-        )
-        adapter = trained.folder / ("adapter" if str(cfg.mode.name) == "joint" else "adapters")
-        # Step 5: the base model and CultureSPA, same cultures, same prompt.
-        base = self._run(
-            "eval-base",
-            "evaluate",
-            ["base"],
-            lambda d: evaluate(
-                _stage_cfg(
-                    cfg,
-                    d,
-                    {"eval.adapter": None, "eval.output_dir": str(d), "eval.suite": "wvs", "eval.source": "model"},
-                )
-            ),
-        )
-        tuned = self._run(
-            "eval-culturespa",
-            "evaluate",
-            [trained],
-            lambda d: evaluate(
-                _stage_cfg(
-                    cfg,
-                    d,
-                    {
-                        "eval.adapter": str(adapter),
-                        "eval.output_dir": str(d),
-                        "eval.suite": "wvs",
-                        "eval.source": "model",
-                    },
-                )
-            ),
-        )
-        return self._report(base.folder / "alignment.json", tuned.folder / "alignment.json")
+        return self._step("answers", "answers", [*filtered, *self.cultures], answer)
 
-    def _report(self, base_file: Path, tuned_file: Path) -> dict[str, Any]:
-        from culturespa.evaluate.references import averages
+    def pairs_and_train(self, answers: Stage) -> tuple[Stage, Path]:
+        """Steps 3 and 4: CRQPC, then SFT; returns the training stage and its adapter (``adapters/`` when specific)."""
+        cfg = self.cfg
 
+        def select(d: Path) -> dict[str, Any]:
+            values = {"stage": "pairs", "answers.output_dir": str(answers.folder), "sft.pairs_dir": str(d)}
+            return generate(stage_cfg(cfg, d, values))
+
+        pairs = self._step("pairs", "pairs", [answers], select)
+
+        def fit(d: Path) -> dict[str, Any]:
+            return train(stage_cfg(cfg, d, {"sft.pairs_dir": str(pairs.folder), "sft.output_dir": str(d)}))
+
+        trained = self._step("train", "train", [pairs], fit)
+        return trained, trained.folder / ("adapter" if str(cfg.mode.name) == "joint" else "adapters")
+
+    def evaluations(self, trained: Stage, adapter: Path) -> tuple[Stage, Stage]:
+        """Step 5: the base model and CultureSPA, same cultures, same prompt."""
+
+        def scorer(adapter_dir: str | None) -> Work:
+            def score(d: Path) -> dict[str, Any]:
+                values = {"eval.adapter": adapter_dir, "eval.output_dir": str(d)}
+                return evaluate(stage_cfg(self.cfg, d, {**values, "eval.suite": "wvs", "eval.source": "model"}))
+
+            return score
+
+        base = self._step("eval-base", "evaluate", ["base"], scorer(None))
+        tuned = self._step("eval-culturespa", "evaluate", [trained], scorer(str(adapter)))
+        return base, tuned
+
+    def run(self) -> dict[str, Any]:
+        filtered = self.questions()
+        answers = self.answers(filtered)
+        trained, adapter = self.pairs_and_train(answers)
+        base, tuned = self.evaluations(trained, adapter)
+        out = self.root / "runs" / slug(run_name(self.cfg), 100) / "comparison.json"
+        comparison = self.compare(base.folder / "alignment.json", tuned.folder / "alignment.json", out)
+        _print_report(comparison, self.stages)
+        _log_comparison(self.cfg, comparison)
+        return comparison
+
+    def compare(self, base_file: Path, tuned_file: Path, out: Path) -> dict[str, Any]:
+        """Base vs CultureSPA per culture, with paired intervals, written to ``out``."""
         base = json.loads(base_file.read_text())
         tuned = json.loads(tuned_file.read_text())
         rows = []
@@ -330,28 +291,14 @@ class Pipeline:
             "files": {s.name: str(s.folder) for s in self.stages},
             "recomputed": [s.name for s in self.stages if s.ran],
         }
-        from culturespa.data.survey import WVSData
-        from culturespa.evaluate.comparison import attach_comparison
-        from culturespa.evaluate.uncertainty import BootstrapSettings
-
         wvs = WVSData.load(self.cfg.paths.wvs_dir)
         attach_comparison(comparison, base_file.parent, tuned_file.parent, wvs, BootstrapSettings.from_config(self.cfg))
-        out = self.root / "runs" / slug(run_name(self.cfg), 100) / "comparison.json"
         write_json(out, comparison)
         comparison["comparison_file"] = str(out)
-        _print_report(comparison, self.stages)
-        _log_comparison(self.cfg, comparison)
         return comparison
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     files = Table(title="Pipeline stages", show_lines=False)
     for column in ("stage", "status", "seconds"):
@@ -360,26 +307,18 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     for stage in stages:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)
-    from culturespa.evaluate.comparison import print_comparison
-
     print_comparison(comparison, console)
     if comparison.get("references"):
-        from culturespa.evaluate.references import describe
-
         console.print(describe(comparison["references"]))
     console.print(f"comparison written to {comparison['comparison_file']}")
 
 
 def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
-    from culturespa.utils.tracking import finish_run, start_run
-
     run = start_run(cfg, "pipeline")
     if run is None:
         return
     try:
-        import wandb
-
-        from culturespa.evaluate.comparison import ADDED_KEYS, log_uncertainty
+        import wandb  # only when W&B logging is on
 
         columns = ["culture", "base", "culturespa", "base_valid", "culturespa_valid", "total", *ADDED_KEYS]
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in comparison["cultures"]])
@@ -389,9 +328,23 @@ def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
         )
         log_uncertainty(run, comparison)
         run.summary.update({f"reference/{k}": v for k, v in (comparison.get("references") or {}).items()})
-        artifacts.track_comparison(run, cfg, comparison)  # both results in, comparison + plot out
+        track_comparison(run, cfg, comparison)  # both results in, comparison + plot out
     finally:
         finish_run(run)
+
+
+def track_comparison(run: Any, cfg: DictConfig, comparison: Mapping[str, Any]) -> None:
+    """The pipeline's last run: both evaluations' results in, the comparison (JSON, bar plot, CSV) out; the plot
+    is also logged as an image."""
+    if run is None:
+        return
+    folders = comparison.get("files") or {}
+    results = [Path(folders[name]) / "alignment.json" for name in ("eval-base", "eval-culturespa") if name in folders]
+    artifacts.use_inputs(run, (lineage.alignment(path.parent) for path in results), cfg)
+    target = Path(str(comparison["comparison_file"]))
+    plot = compare(results, ["base", "CultureSPA"][: len(results)], target.with_suffix(".png")) if results else {}
+    log_outputs(run, "comparison", plot)
+    artifacts.log_output(run, lineage.comparison_spec([target, *plot.values()]), cfg)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:

@@ -236,7 +236,7 @@ def test_wandb_summaries_carry_error_bars(make_cfg, monkeypatch) -> None:  # noq
 
     pipeline_run = _Run()
     monkeypatch.setattr("culturespa.utils.tracking.start_run", lambda *a, **k: pipeline_run)
-    monkeypatch.setattr("culturespa.utils.artifacts.track_comparison", lambda *a, **k: None)  # lineage: its own test
+    monkeypatch.setattr("culturespa.pipeline.track_comparison", lambda *a, **k: None)  # lineage: its own test
     keys = {"base": 40.0, "culturespa": 39.0, "base_lo": 38.0, "base_hi": 42.0, "culturespa_lo": 37.0}
     keys.update({"culturespa_hi": 41.0, "delta": -1.0, "delta_lo": -2.0, "delta_hi": -0.1, "p": 0.03})
     culture = {"culture": "USA", "base_valid": 9, "culturespa_valid": 10, "total": 10, **keys}
@@ -246,7 +246,7 @@ def test_wandb_summaries_carry_error_bars(make_cfg, monkeypatch) -> None:  # noq
 
 
 def test_bootstrap_settings_do_not_change_the_evaluation_stage(make_cfg) -> None:  # noqa: ANN001
-    from culturespa.pipeline import stage_hash
+    from culturespa.stages.identity import stage_hash
 
     plain = stage_hash(make_cfg("pipeline"), "evaluate")
     assert (

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from culturespa.pipeline import STAGES, run_pipeline, stage_hash
+from culturespa.pipeline import run_pipeline
+from culturespa.stages.identity import PIPELINE_STAGES as STAGES
+from culturespa.stages.identity import stage_hash
 
 pytestmark = pytest.mark.slow
 

@@ -137,7 +137,7 @@ def test_checkpoint_names_drop_fsdp_wrapper_prefixes() -> None:
 
 def test_device_keys_leave_training_identity_unchanged(tmp_path: Path) -> None:
     """Moving SFT between devices does not retrain a finished adapter; its precision does."""
-    from culturespa.pipeline import stage_hash
+    from culturespa.stages.identity import stage_hash
     from culturespa.train.run import fingerprint
 
     cpu = compose("train", ["trainer=ddp", "sft.accelerator=cpu"], output_dir=tmp_path)

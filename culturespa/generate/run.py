@@ -14,36 +14,27 @@ from omegaconf import DictConfig
 
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
+from culturespa.generate.answers import run_answers
+from culturespa.generate.export import run_export
+from culturespa.generate.filter import run_filter
+from culturespa.generate.pairs import run_pairs
+from culturespa.generate.questions import run_questions
+from culturespa.stages.identity import GENERATE_STAGES
 
 log = logging.getLogger("culturespa.generate")
-STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
     stage = cfg.get("stage")
-    if stage not in STAGES:
-        raise CultureSPAError(f"stage={stage!r} is not valid; choose one of: {', '.join(STAGES)}")
+    if stage not in GENERATE_STAGES:
+        raise CultureSPAError(f"stage={stage!r} is not valid; choose one of: {', '.join(GENERATE_STAGES)}")
     cultures = validate_config(cfg, stage=stage)
     if stage == "questions":
-        from culturespa.generate.questions import run_questions
-
         return run_questions(cfg)
     if stage == "filter":
-        from culturespa.generate.filter import run_filter
-
         return run_filter(cfg)
-    if stage == "answers":
-        from culturespa.generate.answers import run_answers
-
-        return run_answers(cfg, cultures)
-    if stage == "merge-answers":
-        from culturespa.generate.answers import run_answers
-
-        return run_answers(cfg, cultures, merge=True)
+    if stage in ("answers", "merge-answers"):
+        return run_answers(cfg, cultures, merge=stage == "merge-answers")
     if stage == "export":
-        from culturespa.generate.export import run_export
-
         return run_export(cfg, cultures)
-    from culturespa.generate.pairs import run_pairs
-
     return run_pairs(cfg, cultures)
