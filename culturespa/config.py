@@ -6,19 +6,23 @@ fail at once with a one-line message that lists the valid values.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
 from culturespa.stages.checks import sampling_errors
-from culturespa.stages.identity import GENERATE_STAGES
+from culturespa.stages.identity import GENERATE_STAGES, run_key
+from culturespa.utils import rundirs
+from culturespa.utils.plain import slug
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -32,23 +36,12 @@ def repo_root() -> str:
     return str(root) if (root / "conf").is_dir() else os.getcwd()
 
 
-def slug(text: str, max_len: int = 80) -> str:
-    """A folder-safe name for a set of overrides; long ones are cut and made unique with a short hash."""
-    clean = re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text or "default").strip("-") or "default"
-    if len(clean) <= max_len:
-        return clean
-    digest = hashlib.sha1(clean.encode()).hexdigest()[:8]
-    return f"{clean[: max_len - 9]}-{digest}"
-
-
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("cs_root"):
         OmegaConf.register_new_resolver("cs_root", repo_root)
     if not OmegaConf.has_resolver("cs_slug"):
         OmegaConf.register_new_resolver("cs_slug", lambda text="": slug(str(text)))
-    from culturespa.utils.rundirs import register
-
-    register()
+    rundirs.register(run_key)
 
 
 register_resolvers()
@@ -121,11 +114,6 @@ def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | P
 
     ``output_dir`` becomes ``hydra.runtime.output_dir`` (and so ``paths.output_dir``).
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -135,22 +123,6 @@ def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | P
             cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def open_dict(cfg: DictConfig) -> Any:
-    from omegaconf import open_dict as _open_dict
-
-    return _open_dict(cfg)
-
-
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain data without the ``hydra`` node (for W&B and files beside outputs)."""
-    copy = cfg.copy()
-    with open_dict(copy):
-        copy.pop("hydra", None)
-    container = OmegaConf.to_container(copy, resolve=True, throw_on_missing=False)
-    assert isinstance(container, dict)
-    return container
 
 
 def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:

@@ -15,14 +15,17 @@ from culturespa.stages.identity import (
     PIPELINE_STAGES,
     DoneRecord,
     config_hash,
+    config_key,
     fingerprint,
     pairs_digest,
     read_done,
+    run_inputs,
+    run_key,
     stage_hash,
     write_done,
 )
 from culturespa.train.run import fingerprint as training_fingerprint
-from culturespa.utils.rundirs import config_key, run_dir_name
+from culturespa.utils.rundirs import run_dir_name
 
 PINNED_STAGES = {
     ("sample", "questions"): "130aace47e",
@@ -63,12 +66,15 @@ def test_stage_hashes_are_unchanged(pinned) -> None:  # noqa: ANN001
 def test_run_folder_training_and_answer_digests_are_unchanged(pinned) -> None:  # noqa: ANN001
     evaluation = pinned("evaluate", "eval.adapter=/pinned-adapter")
     assert config_hash(evaluation, FINGERPRINT_KEYS) == "70fc59af3f"
-    assert config_key(evaluation) == "eedcee141d"
-    assert run_dir_name("runs", _root_=evaluation) == "eval.adapter-pinned-adapter+model.dtype-float32-eedcee141d"
+    assert config_key(evaluation, run_inputs(evaluation)) == "eedcee141d"
+    assert run_dir_name("runs", evaluation, run_key) == "eval.adapter-pinned-adapter+model.dtype-float32-eedcee141d"
+    assert str(evaluation.hydra.run.dir).endswith(
+        "/evaluate/runs/eval.adapter-pinned-adapter+model.dtype-float32-eedcee141d"
+    )
     training = pinned("train", "sft.pairs_dir=/pinned-pairs", "mode=specific")
     assert training_fingerprint(training, "joint") == "ef59a50bf935"
     assert training_fingerprint(training, "USA", ["USA"]) == "d856344c0b51"
-    assert config_key(training) == "65bcd275eb"
+    assert config_key(training, run_inputs(training)) == "65bcd275eb"
     assert fingerprint({"model": {"name": "x"}, "seed": 3, "culture": None, "similar": [1, 2]}) == "a483109f9ce1"
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from culturespa.errors import CultureSPAError, fail
 from culturespa.prompts.builder import STYLE_FILE, PromptStyle
+from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"
-META_FILE = "culturespa.json"
 
 
 @dataclass

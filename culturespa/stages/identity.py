@@ -7,20 +7,24 @@ the payload and the length differ, so stored outputs keep their names and sideca
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.data.jsonl import write_json
+from culturespa.models.dtype import resolve_dtype
+from culturespa.stages.lineage import find_latest_adapter
 
 # The stages ``generate.py`` runs (``stage=...``) and those the pipeline caches (``force=[...]``).
 GENERATE_STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
 PIPELINE_STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
+MODEL_STAGES = {"questions", "answers", "train", "evaluate"}  # the stages that load the model
 DONE_FILE = "_SUCCESS.json"
 STAGE_HASH_LEN = 10  # pipeline stage folders, config keys, run folders
 OUTPUT_HASH_LEN = 12  # sidecars of resumable outputs, training jobs, content digests
@@ -59,6 +63,28 @@ _NOT_IDENTITY = {
     "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
     "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
     "data.ci_level",
+}
+
+
+def task_stages(cfg: DictConfig) -> set[str]:
+    """The stages a task runs: a generate stage, ``train``, ``evaluate``, or the pipeline's ``pipeline.stages``."""
+    task = str(cfg.get("task_name", ""))
+    if task == "pipeline":
+        stages = OmegaConf.select(cfg, "pipeline.stages", default=None) or []
+        return {str(s) for s in stages}
+    if task == "generate":
+        return {str(cfg.get("stage"))}
+    return {task}
+
+
+# The setting that names each stage's output (a file for questions/filter, else a folder).
+STAGE_OUTPUTS = {
+    "questions": "questions.output",
+    "filter": "filter.output",
+    "answers": "answers.output_dir",
+    "pairs": "sft.pairs_dir",
+    "train": "sft.output_dir",
+    "evaluate": "eval.output_dir",
 }
 
 
@@ -106,9 +132,6 @@ def stage_hash(cfg: DictConfig, stage: str, upstream: Sequence[str] = ()) -> str
 
 
 def _resolved_dtype(cfg: DictConfig) -> str:
-    # models.dtype probes the CPU (and torch when installed): loaded only when a hash meets dtype=auto
-    from culturespa.models.dtype import resolve_dtype
-
     return resolve_dtype("auto", str(OmegaConf.select(cfg, "engine.device", default="auto")))
 
 
@@ -130,6 +153,77 @@ def adapter_identity(adapter: Any) -> Any:
     files = sorted(p for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
     stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files[:500]]
     return {"path": str(root.resolve()), "files": stats}
+
+
+def run_inputs(root: DictConfig) -> dict[str, Any]:
+    """What a run reads besides its config, as it is now (dotted key → identity), for its run folder's key: the
+    evaluated adapter's files (``latest``: the adapter it stands for) and, for training, the pairs' contents."""
+    inputs: dict[str, Any] = {}
+    adapter = OmegaConf.select(root, "eval.adapter", default=None)
+    if adapter is not None:
+        if str(adapter) == "latest":
+            found = find_latest_adapter(root, required=False)
+            adapter = str(found) if found else adapter
+        inputs["eval.adapter"] = adapter_identity(adapter)
+    if str(OmegaConf.select(root, "task_name", default="")) == "train":
+        inputs["pairs_content"] = pairs_digest(OmegaConf.select(root, "sft.pairs_dir", default=""))
+    return inputs
+
+
+# Keys that do not decide a run folder's output: where it is written, logging, resume switches, tags.
+RUN_EXCLUDED = (
+    "hydra",
+    "logger",
+    "tags",
+    "force",
+    "overwrite",
+    "paths.output_dir",
+    "paths.log_dir",
+    "sft.output_dir",
+    "sft.resume",
+    "sft.num_workers",
+    "eval.output_dir",
+)
+
+
+def _drop(cfg: DictConfig, key: str) -> None:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if isinstance(node, DictConfig) and leaf in node:
+        node.pop(leaf)
+
+
+def _overlay(plain: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in ``plain`` where its parent node exists (a top-level key is always set)."""
+    parent, _, leaf = key.rpartition(".")
+    node: Any = plain
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node[leaf] = value
+
+
+def config_key(root: DictConfig, inputs: Mapping[str, Any] | None = None) -> str:
+    """Hash of the resolved config minus :data:`RUN_EXCLUDED` (``paths.output_dir`` stands in as a placeholder), with
+    ``inputs`` (dotted key → value) standing in for what the config names but does not hold."""
+    cfg = copy.deepcopy(root)
+    with open_dict(cfg):
+        for key in RUN_EXCLUDED:
+            if key != "paths.output_dir":
+                _drop(cfg, key)
+        if OmegaConf.select(cfg, "paths", default=None) is not None:
+            cfg.paths.output_dir = "<run>"
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(plain, dict)
+    plain.get("paths", {}).pop("output_dir", None)
+    for key, value in (inputs or {}).items():
+        _overlay(plain, key, value)
+    return fingerprint(plain, STAGE_HASH_LEN)
+
+
+def run_key(root: DictConfig) -> str:
+    """The identity of a ``train`` / ``evaluate`` / ``generate`` run folder: its config and its outside inputs."""
+    return config_key(root, run_inputs(root))
 
 
 @dataclass(frozen=True)
