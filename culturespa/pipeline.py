@@ -28,9 +28,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
+from culturespa.config import CONFIG_DIR, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.data.survey import WVSData
+from culturespa.entry import check_group_overrides, set_offline_defaults, task_wrapper
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.analyses import compare, log_outputs
 from culturespa.evaluate.comparison import ADDED_KEYS, attach_comparison, log_uncertainty, print_comparison
@@ -52,7 +53,7 @@ from culturespa.stages.identity import (
 )
 from culturespa.train.run import train
 from culturespa.utils import artifacts
-from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
+from culturespa.utils.plain import slug, to_plain
 from culturespa.utils.tracking import GROUP_ENV, finish_run, pin_wandb_dir, run_name, start_run
 
 log = logging.getLogger("culturespa.pipeline")

@@ -10,10 +10,11 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.config import CONFIG_DIR, compose, slug, to_plain, validate_config
+from culturespa.config import CONFIG_DIR, compose, validate_config
 from culturespa.data.cultures import PAPER_CULTURES
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, resolve_model_dir
+from culturespa.utils.plain import slug, to_plain
 
 REPO = Path(__file__).resolve().parents[1]
 PRIMARY = ["train", "generate", "evaluate", "pipeline"]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from culturespa.config import CONFIG_DIR, compose, to_plain
+from culturespa.config import CONFIG_DIR, compose
 from culturespa.errors import CultureSPAError
 from culturespa.train.run import BatchPlan, train, trainer_kwargs
 from culturespa.train.strategies import build_strategy, clean_name, fsdp_wrap_policy
+from culturespa.utils.plain import to_plain
 
 EXPERIMENTS = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
 TRAINERS = sorted(f.stem for f in (CONFIG_DIR / "trainer").glob("*.yaml") if f.stem != "default")

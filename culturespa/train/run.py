@@ -15,13 +15,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from culturespa.config import to_plain, validate_config
+from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
+from culturespa.utils.plain import to_plain
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"

@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from culturespa.utils.plain import slug, to_plain
 
 GROUP_ENV = "CULTURESPA_WANDB_GROUP"
 
@@ -18,8 +21,6 @@ def _hydra(cfg: DictConfig, key: str) -> object:
     if value is not None:
         return value
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         return OmegaConf.select(HydraConfig.get(), key, default=None)
     except ValueError:  # no Hydra app running (plain function call)
         return None
@@ -32,8 +33,6 @@ def task_overrides(cfg: DictConfig) -> list[str]:
 
 def run_name(cfg: DictConfig) -> str:
     """The overrides of this job (``mode=joint,cultures=all``) or the task name."""
-    from culturespa.config import slug
-
     name = OmegaConf.select(cfg, "logger.wandb.name", default=None)
     if name:
         return str(name)
@@ -67,8 +66,6 @@ def wandb_settings(cfg: DictConfig, job_type: str, name_suffix: str | None = Non
     wb = OmegaConf.select(cfg, "logger.wandb", default=None)
     if wb is None or wb.get("mode") == "disabled":
         return None
-    from culturespa.config import to_plain
-
     if name_suffix is None and os.environ.get(GROUP_ENV):
         name_suffix = job_type  # inside a pipeline every run shares the overrides: the job type tells them apart
     name = run_name(cfg) + (f"-{name_suffix}" if name_suffix else "")
@@ -106,7 +103,7 @@ def start_run(cfg: DictConfig, job_type: str, name_suffix: str | None = None) ->
     settings = wandb_settings(cfg, job_type, name_suffix)
     if settings is None:
         return None
-    import wandb
+    import wandb  # slow to import: only when logging is on
 
     return wandb.init(reinit="finish_previous", **settings)
 
