@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from culturespa.config import CONFIG_DIR  # importing it registers the cs_* resolvers Hydra needs
-from culturespa.utils.entry import check_group_overrides, set_offline_defaults, task_wrapper
+from culturespa.entry import check_group_overrides, set_offline_defaults, task_wrapper
 
 set_offline_defaults()
 

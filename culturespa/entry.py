@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from culturespa.errors import CultureSPAError
+from culturespa.preflight import preflight
+from culturespa.utils.failures import os_error_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("culturespa")
@@ -33,16 +37,12 @@ def task_wrapper(func: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             if args and isinstance(args[0], DictConfig):  # check what the run needs before any work
-                from culturespa.utils.preflight import preflight
-
                 preflight(args[0])
             return func(*args, **kwargs)
         except CultureSPAError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
         except OSError as err:  # a full disk or an unwritable folder the stages did not name: still one line
-            from culturespa.utils.failures import os_error_line
-
             line = os_error_line(err)
             if line is None:
                 raise
@@ -50,7 +50,7 @@ def task_wrapper(func: F) -> F:
             sys.exit(1)
         finally:
             try:
-                import wandb
+                import wandb  # loaded by any run that logged; importing it is slow otherwise
 
                 if wandb.run is not None:
                     wandb.finish()
@@ -63,10 +63,6 @@ def task_wrapper(func: F) -> F:
 def check_group_overrides(argv: list[str], config_dir: str) -> None:
     """Reject an unknown config-group option (``mode=jiont``, ``cultures=[XYZ]``, sweeps too) with one line that lists
     the valid options, before Hydra composes anything (Hydra's own message omits them for list selections)."""
-    from pathlib import Path
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     root = Path(config_dir)
     groups = {p.name for p in root.iterdir() if p.is_dir()}
     args = [a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~"))]

@@ -22,13 +22,21 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from culturespa.errors import CultureSPAError
+from culturespa.models.loader import (
+    COMPLETE_MARKER,
+    ModelSpec,
+    cache_target,
+    default_cache_dir,
+    gguf_location,
+    resolve_model_dir,
+)
+from culturespa.stages.identity import MODEL_STAGES, STAGE_OUTPUTS, task_stages
 from culturespa.utils.failures import os_error_line
 
 log = logging.getLogger("culturespa")
 
 WANDB_HOST = "https://api.wandb.ai"
 DISK_MARGIN = 1.1  # room asked for beyond the estimate (temp files, tokenizer, filesystem overhead)
-MODEL_STAGES = {"questions", "answers", "train", "evaluate"}  # the stages that load the model
 # bits per weight of common GGUF encodings: converting to fp32 safetensors multiplies the size by 32 / bits
 GGUF_BITS = {"Q2": 2.6, "Q3": 3.4, "Q4": 4.5, "Q5": 5.5, "Q6": 6.6, "Q8": 8.5, "BF16": 16.0, "F16": 16.0, "F32": 32.0}
 
@@ -39,8 +47,6 @@ def preflight(cfg: DictConfig) -> None:
     for folder in output_folders(cfg):
         check_writable(folder)
     if needs_model(cfg):
-        from culturespa.models.loader import ModelSpec
-
         spec = ModelSpec.from_config(cfg.model)
         check_model(spec, OmegaConf.select(cfg, "paths.cache_dir", default=None))
 
@@ -102,26 +108,6 @@ def _select(cfg: DictConfig, key: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _stages(cfg: DictConfig) -> set[str]:
-    task = str(cfg.get("task_name", ""))
-    if task == "pipeline":
-        stages = OmegaConf.select(cfg, "pipeline.stages", default=None) or []
-        return {str(s) for s in stages}
-    if task == "generate":
-        return {str(cfg.get("stage"))}
-    return {task}
-
-
-STAGE_OUTPUTS = {
-    "questions": "questions.output",
-    "filter": "filter.output",
-    "answers": "answers.output_dir",
-    "pairs": "sft.pairs_dir",
-    "train": "sft.output_dir",
-    "evaluate": "eval.output_dir",
-}
-
-
 def output_folders(cfg: DictConfig) -> list[Path]:
     """The folders this task will write to (the pipeline: its run folder and its stage store)."""
     if str(cfg.get("task_name", "")) == "pipeline":
@@ -130,7 +116,7 @@ def output_folders(cfg: DictConfig) -> list[Path]:
         keyed = [("paths.output_dir", _select(cfg, "paths.output_dir"))]
         keyed.append(("pipeline.root", root or (str(Path(base) / "outputs" / "pipeline") if base else None)))
     else:
-        keys = ["paths.output_dir"] + [STAGE_OUTPUTS[s] for s in sorted(_stages(cfg)) if s in STAGE_OUTPUTS]
+        keys = ["paths.output_dir"] + [STAGE_OUTPUTS[s] for s in sorted(task_stages(cfg)) if s in STAGE_OUTPUTS]
         keyed = [(key, _select(cfg, key)) for key in keys]
     folders: list[Path] = []
     for key, value in keyed:
@@ -168,20 +154,11 @@ def check_writable(folder: Path) -> None:
 def needs_model(cfg: DictConfig) -> bool:
     if str(cfg.get("task_name", "")) == "evaluate":
         return str(OmegaConf.select(cfg, "eval.source", default="model")) == "model"
-    return bool(_stages(cfg) & MODEL_STAGES)
+    return bool(task_stages(cfg) & MODEL_STAGES)
 
 
 def check_model(spec: Any, cache_dir: str | Path | None) -> None:
     """The model can be had without any download (or the hub is online), and its cache has room to be built."""
-    from culturespa.models.loader import (
-        COMPLETE_MARKER,
-        ModelSpec,
-        cache_target,
-        default_cache_dir,
-        gguf_location,
-        resolve_model_dir,
-    )
-
     if spec.source == "hf":
         resolve_model_dir(spec, cache_dir)  # local folder or cached hub id offline: checked, nothing built
         return

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from culturespa import preflight as pf
+from culturespa.entry import task_wrapper
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, load_tokenizer
-from culturespa.utils import preflight as pf
-from culturespa.utils.entry import task_wrapper
 
 REPO = Path(__file__).resolve().parents[1]
 NO_KEY = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC", "WANDB_BASE_URL", "WANDB_DIR")
