@@ -235,7 +235,7 @@ def test_wandb_summaries_carry_error_bars(make_cfg, monkeypatch) -> None:  # noq
     assert {"score_lo", "score_hi"} <= set(run.logged["alignment/cultures"].columns)
 
     pipeline_run = _Run()
-    monkeypatch.setattr("culturespa.utils.tracking.start_run", lambda *a, **k: pipeline_run)
+    monkeypatch.setattr("culturespa.pipeline.start_run", lambda *a, **k: pipeline_run)
     monkeypatch.setattr("culturespa.pipeline.track_comparison", lambda *a, **k: None)  # lineage: its own test
     keys = {"base": 40.0, "culturespa": 39.0, "base_lo": 38.0, "base_hi": 42.0, "culturespa_lo": 37.0}
     keys.update({"culturespa_hi": 41.0, "delta": -1.0, "delta_lo": -2.0, "delta_hi": -0.1, "p": 0.03})

@@ -79,13 +79,13 @@ def _filtered_ids(root: Path) -> dict[str, list[str]]:
 def _step1(make_cfg, root: Path, monkeypatch, *extra: str) -> None:  # noqa: ANN001
     from omegaconf import open_dict
 
-    import culturespa.generate.answers as answers
+    import culturespa.generate.run as generate_run
     from culturespa.pipeline import run_pipeline
 
     def stop(*args: object, **kwargs: object) -> None:
         raise _Stop
 
-    monkeypatch.setattr(answers, "run_answers", stop)
+    monkeypatch.setattr(generate_run, "run_answers", stop)  # the answers stage as generate() calls it
     cfg = make_cfg("pipeline", ["model=tiny_random", "pipeline.questions=pool", "logger=none", *extra])
     with open_dict(cfg):
         cfg.pipeline.root = str(root)

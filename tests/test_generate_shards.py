@@ -145,7 +145,7 @@ def test_pipeline_answer_shards_write_the_same_answers(make_cfg, tmp_path: Path,
     def stop(cfg, callbacks=()):  # noqa: ANN001, ANN202
         raise Stop  # the answers (and pairs) are what this test is about
 
-    monkeypatch.setattr("culturespa.train.run.train", stop)
+    monkeypatch.setattr("culturespa.pipeline.train", stop)
     folders = []
     for n in (1, 2):
         cfg = make_cfg(

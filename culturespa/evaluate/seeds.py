@@ -137,7 +137,7 @@ def _uncertainty(
 
 def _t_interval(values: list[float], confidence: float) -> dict[str, Any]:
     """Fallback without per-question answers: mean ± t · sd / √n over the seeds, and the one-sample t-test's p."""
-    from scipy import stats
+    from scipy import stats  # scipy.stats loads slowly: only for intervals over a few seeds
 
     if len(values) < 2 or statistics.stdev(values) == 0.0:
         return {"lo": None, "hi": None, "p": None}

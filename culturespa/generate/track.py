@@ -6,6 +6,7 @@ Logging never decides an outcome: with logging off (``logger.wandb=null`` or mod
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,14 +30,14 @@ class StageRun:
     def table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if self.run is None or not rows:
             return
-        import wandb
+        import wandb  # slow to import: only when logging is on
 
         self.run.log({key: wandb.Table(columns=list(columns), data=[[_cell(v) for v in row] for row in rows])})
 
     def bar(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str, title: str) -> None:
         if self.run is None or not rows:
             return
-        import wandb
+        import wandb  # slow to import: only when logging is on
 
         table = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
         self.run.log({key: wandb.plot.bar(table, x, y, title=title)})
@@ -53,8 +54,6 @@ class StageRun:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
-        import json
-
         return json.dumps(value, ensure_ascii=False)
     return value
 

@@ -94,7 +94,7 @@ def enabled(cfg: DictConfig | None) -> bool:
 def build(spec: Spec, copy_up_to: float, metadata: bool = True) -> Any:
     """A draft ``wandb.Artifact``: files up to ``copy_up_to`` bytes added (checksummed, staged), larger ones and all
     files when ``copy_up_to`` is 0 added as checksummed ``file://`` references. Both give the same digest."""
-    import wandb
+    import wandb  # slow to import: only when an artifact is built
 
     art = wandb.Artifact(spec.name, type=spec.type, metadata=dict(spec.metadata) if metadata else None)
     for entry, path in spec.files.items():

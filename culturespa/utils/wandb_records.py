@@ -11,7 +11,9 @@ syncing::
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 import sys
 import time
 import zlib
@@ -57,7 +59,7 @@ def _payloads(data: bytes) -> Iterator[bytes]:
 
 def read_records(path: str | Path) -> list[Any]:
     """Every record of one ``.wandb`` file, as ``wandb_internal_pb2.Record`` messages."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2 as pb  # W&B's protobufs load slowly: only when records are read
 
     records = []
     for payload in _payloads(Path(path).read_bytes()):
@@ -143,9 +145,6 @@ def sync(roots: Sequence[str | Path], dry_run: bool = False) -> int:
     """``wandb sync`` every offline run under ``roots``, one at a time, oldest first: a stage's artifact is then on
     the server before a later run declares it as input (``wandb sync`` itself uploads several runs in parallel, in no
     set order). Runs already synced are skipped by ``wandb sync``. Returns the first non-zero exit status."""
-    import shutil
-    import subprocess
-
     wandb_cli = [shutil.which("wandb")] if shutil.which("wandb") else [sys.executable, "-m", "wandb"]
     status = 0
     for folder in run_folders(roots):
