@@ -1,8 +1,8 @@
 """What makes two stage outputs the same: the stage names, the settings that decide each output, one fingerprint
 function for every config hash, and the done marker of a cached pipeline stage.
 
-Every digest in the package is :func:`fingerprint` of a JSON payload (sorted keys, ``str`` for anything else); only
-the payload and the length differ, so stored outputs keep their names and sidecars across versions.
+Every config hash in the package is :func:`fingerprint` of a JSON payload (sorted keys, ``str`` for anything else);
+only the payload and the length differ, so stored outputs keep their folder names and sidecars across versions.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ GENERATE_STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "
 PIPELINE_STAGES = ("questions", "filter", "answers", "pairs", "train", "evaluate")
 MODEL_STAGES = {"questions", "answers", "train", "evaluate"}  # the stages that load the model
 DONE_FILE = "_SUCCESS.json"
+# The setting that names each stage's output (a file for questions/filter, else a folder).
+STAGE_OUTPUTS = {
+    "questions": "questions.output",
+    "filter": "filter.output",
+    "answers": "answers.output_dir",
+    "pairs": "sft.pairs_dir",
+    "train": "sft.output_dir",
+    "evaluate": "eval.output_dir",
+}
 STAGE_HASH_LEN = 10  # pipeline stage folders, config keys, run folders
 OUTPUT_HASH_LEN = 12  # sidecars of resumable outputs, training jobs, content digests
 
@@ -75,17 +84,6 @@ def task_stages(cfg: DictConfig) -> set[str]:
     if task == "generate":
         return {str(cfg.get("stage"))}
     return {task}
-
-
-# The setting that names each stage's output (a file for questions/filter, else a folder).
-STAGE_OUTPUTS = {
-    "questions": "questions.output",
-    "filter": "filter.output",
-    "answers": "answers.output_dir",
-    "pairs": "sft.pairs_dir",
-    "train": "sft.output_dir",
-    "evaluate": "eval.output_dir",
-}
 
 
 def fingerprint(payload: Any, length: int = OUTPUT_HASH_LEN) -> str:
