@@ -202,7 +202,7 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         from culturespa.evaluate.run import evaluate
         from culturespa.generate.run import generate
-        from culturespa.generate.shards import fan_out
+        from culturespa.generate.merge_answers import fan_out
         from culturespa.train.run import train
 
         cfg = self.cfg
