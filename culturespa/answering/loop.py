@@ -33,6 +33,14 @@ Messages = Callable[[Question], list[dict[str, str]]]
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Questions of one run that go to the engine together: (key, question) in file order."""
+
+    run: int
+    members: list[tuple[str, Question]]
+
+
+@dataclass(frozen=True)
 class AnswerFile:
     """One answers file to fill: ``questions`` asked ``runs`` times (run-major), this ``shard``'s share of them."""
 
@@ -55,15 +63,16 @@ class AnswerFile:
         keys = {self.key(q, run): q.to_record() for run in range(self.runs) for q in self.questions}
         return self.shard.keys(keys, self.chunk, len(self.questions)) if self.shard else keys
 
-    def chunks(self, keys: dict[str, Any]) -> list[tuple[int, list[tuple[str, Question]]]]:
-        """The resume chunks of the unsharded file that hold any of ``keys``: (run, [(key, question)...])."""
-        order = [(self.key(q, run), run, q) for run in range(self.runs) for q in self.questions]
-        by_key = {key: (run, q) for key, run, q in order}
+    def chunks(self, keys: dict[str, Any]) -> list[Chunk]:
+        """The resume chunks of the unsharded file, each cut down to ``keys`` (chunks left empty are dropped)."""
+        n = len(self.questions)
+        order = [self.key(q, run) for run in range(self.runs) for q in self.questions]
+        position = {key: i for i, key in enumerate(order)}
         found = []
-        for members in resume_chunks([key for key, _, _ in order], self.chunk, len(self.questions)):
-            mine = [(key, by_key[key][1]) for key in members if key in keys]
+        for members in resume_chunks(order, self.chunk, n):
+            mine = [(key, self.questions[position[key] % n]) for key in members if key in keys]
             if mine:
-                found.append((by_key[mine[0][0]][0], mine))
+                found.append(Chunk(position[members[0]] // n, mine))
         return found
 
     def seed_for(self, run: int) -> int:
@@ -107,14 +116,14 @@ def fill(
                 "resuming: %d of %d records done (%s; %d from its finished file)", done, len(keys), file.path, reused
             )
         bar = tqdm(total=len(keys), initial=done, desc=f"answers {file.culture or file.setting}", unit="q")
-        for run, members in file.chunks(keys):
-            if all(key in store.records for key, _ in members):
+        for chunk in file.chunks(keys):
+            if all(key in store.records for key, _ in chunk.members):
                 continue
-            asked = dict(members)
-            requests = [Request(key, file.messages(q), q.numbers) for key, q in members]
-            for results in engine.answer(requests, decoding, seed=file.seed_for(run)):
+            asked = dict(chunk.members)
+            requests = [Request(key, file.messages(q), q.numbers) for key, q in chunk.members]
+            for results in engine.answer(requests, decoding, seed=file.seed_for(chunk.run)):
                 new = [r for r in results if r.key not in store.records]
-                store.append_many(answer_record(r, asked[r.key], file.setting, file.culture, run) for r in new)
+                store.append_many(answer_record(r, asked[r.key], file.setting, file.culture, chunk.run) for r in new)
                 answered += len(new)
                 bar.update(len(new))
                 if on_results is not None:
