@@ -73,7 +73,7 @@ def check_fingerprint(cfg: Any, folder: Path) -> None:
 
 
 def _load_model(cfg: Any) -> tuple[Any, Any]:
-    from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
+    from culturespa.models.loader import ModelSpec, load_model, load_tokenizer  # torch: heavy
 
     spec = ModelSpec.from_config(cfg.model)
     quant = str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none")
@@ -137,7 +137,7 @@ def _asker(wvs: WVSData, style: Any, culture: str | None) -> Messages:
 
 def _activate(model: Any, base: Any, plan: AdapterPlan, culture: str) -> Any:
     """Load (once) and switch to the culture's own adapter; every specific adapter shares one copy of the base."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy optional dependency, needed only for adapters
 
     folder = str(plan.folder_for(culture))
     if model is base:

@@ -7,6 +7,8 @@ The model is loaded once per call and reused across cultures. Each file is fille
 greedy or logprob decoding a resumed file is bitwise identical to an uninterrupted one. A finished file whose
 fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
+The stage plans (settings, questions, each file's action; no model loaded), runs the loop on what is left, then
+records samples and figures in W&B; ``answers.shard=i/n`` and ``stage=merge-answers``: ``answering/shards.py``.
 
 With ``decoding=sample`` a question is answered several times (``culturespa.generate.noise.sample_runs``: k =
 ``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from culturespa.answering.chunks import resume_chunk
-from culturespa.answering.loop import AnswerFile, fill
+from culturespa.answering.loop import AnswerFile, Messages, fill
 from culturespa.answering.records import answer_key
 from culturespa.answering.shards import Shard
 from culturespa.config import first_n
@@ -177,7 +179,7 @@ def plan_answers(cfg: DictConfig, cultures: list[str], shard: Shard | None, merg
     return AnswersPlan(setting, decoding, runs, files)
 
 
-def _asker(builder: PromptBuilder, setting: str, culture: str | None, near: Any, far: Any) -> Any:
+def _asker(builder: PromptBuilder, setting: str, culture: str | None, near: Any, far: Any) -> Messages:
     """The messages that ask one question in ``setting`` for ``culture`` (``near``/``far``: CCT's culture lists)."""
     return lambda question: builder.answer_messages(question, setting, culture, near, far)
 
