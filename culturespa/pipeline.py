@@ -201,8 +201,8 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         from culturespa.evaluate.run import evaluate
-        from culturespa.generate.run import generate
         from culturespa.generate.merge_answers import fan_out
+        from culturespa.generate.run import generate
         from culturespa.train.run import train
 
         cfg = self.cfg
