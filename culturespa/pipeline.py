@@ -38,9 +38,9 @@ from culturespa.evaluate.comparison import ADDED_KEYS, attach_comparison, log_un
 from culturespa.evaluate.references import averages, describe
 from culturespa.evaluate.run import evaluate
 from culturespa.evaluate.uncertainty import BootstrapSettings
+from culturespa.generate.merge_answers import fan_out
 from culturespa.generate.pool import files_digest, pipeline_pool
 from culturespa.generate.run import generate
-from culturespa.generate.shards import fan_out
 from culturespa.stages import lineage
 from culturespa.stages.identity import (
     PIPELINE_STAGES,

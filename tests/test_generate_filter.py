@@ -14,7 +14,7 @@ from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError
 from culturespa.generate.filter import filter_questions, normalise
 from culturespa.generate.json_extract import Extracted, extract_question
-from culturespa.generate.near_dup import near_duplicates, rouge_l
+from culturespa.generate.near_dup import near_duplicates, rouge_l, tokenize
 from culturespa.generate.options import explains_scale, format_question, parse_option
 from culturespa.generate.pool import load_questions
 from culturespa.generate.run import generate
@@ -193,23 +193,40 @@ def test_filter_questions_counts_every_rule() -> None:
 
 
 def test_near_duplicates_match_brute_force() -> None:
+    """The bounded search drops exactly what rouge-score's own scorer, on every pair of raw texts, would drop."""
+    from rouge_score import rouge_scorer
+
     rng = random.Random(0)
     words = "do you think people trust the government police family work religion should always never".split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) for _ in range(120)]
     got = near_duplicates(texts, 0.6)
-    from rouge_score import rouge_scorer
-
-    tok = rouge_scorer.RougeScorer(["rougeL"])._tokenizer
-    tokens = [tok.tokenize(t) for t in texts]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
     kept: list[int] = []
     expected = []
-    for i, t in enumerate(tokens):
-        dup = any(rouge_l(t, tokens[j]) > 0.6 for j in kept)
+    for i, text in enumerate(texts):
+        dup = any(scorer.score(text, texts[j])["rougeL"].fmeasure > 0.6 for j in kept)
         expected.append(dup)
         if not dup:
             kept.append(i)
     assert [g is not None for g in got] == expected
     assert any(expected) and not all(expected)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("How IMPORTANT is family, in your life?", "how important is   family to you?!"),
+        ("Café culture: über-trust (1-10)?", "cafe culture 1 10 trust"),
+        ("", "anything at all"),
+        ("same words same words", "words same words same"),
+    ],
+)
+def test_rouge_l_is_rouge_scores_public_scorer(a: str, b: str) -> None:
+    from rouge_score import rouge_scorer
+
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(a, b)["rougeL"].fmeasure
+    assert rouge_l(tokenize(a), tokenize(b)) == expected
+    assert rouge_l(tokenize(b), tokenize(a)) == expected
 
 
 # ---- JSON extraction ------------------------------------------------------------------------------------------

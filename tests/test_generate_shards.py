@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from culturespa.answering.chunks import resume_chunks
+from culturespa.answering.shards import Shard
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
-from culturespa.generate.shards import Shard, resume_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = [

@@ -14,7 +14,9 @@ import pytest
 
 from culturespa.data.questions import Question
 from culturespa.generate.filter import paper_seed_texts
+from culturespa.generate.near_dup import near_duplicates
 from culturespa.generate.paper_filter import STEPS, clean_label, first_option, numbered_kind, paper_filter
+from culturespa.generate.pool import load_questions
 from culturespa.generate.run import generate
 from culturespa.stages.lineage import report_path
 
@@ -176,6 +178,18 @@ def test_paper_pool_counts_per_step(make_cfg, tmp_path: Path, capsys) -> None:
     tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/filter/steps_*.table.json"))
     assert len(tables) == 1
     assert json.loads(tables[0].read_text())["data"][0] == ["duplicates", "removed", 109, 12891]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not POOL.is_dir(), reason="the paper's question pool is not in data/")
+def test_rouge_l_near_duplicates_on_the_paper_pool() -> None:
+    """ROUGE-L near-duplicates per topic on the paper's 13,000 questions at 0.7 (``filter.rouge_l_threshold``): the
+    count the rouge-score private LCS gave before near_dup moved to its public scorer (same questions, checked)."""
+    by_topic: dict[str | None, list[str]] = {}
+    for question in load_questions(str(POOL)):
+        by_topic.setdefault(question.topic, []).append(question.text)
+    dropped = [sum(d is not None for d in near_duplicates(texts, 0.7)) for texts in by_topic.values()]
+    assert len(by_topic) == 13 and sum(dropped) == 2274
 
 
 def test_paper_seed_texts_include_questions_without_options(wvs) -> None:

@@ -1,9 +1,10 @@
 """Ask the model (base, joint adapter or specific adapters) the WVS questions for each culture, resumably.
 
 Answers are appended to ``<output_dir>/answers/{setting}_{CODE}.jsonl`` (or ``{setting}.jsonl`` when the prompt does
-not depend on the culture: the model is then asked once and scored against every culture) with the shared answer
-schema, through :class:`ResumableJsonl`; an interrupted evaluation skips what is already there. A fingerprint of the
-settings that shape the answers is kept beside them, so answers made under other settings are never mixed in.
+not depend on the culture: the model is then asked once and scored against every culture) by the answer loop the
+answers stage uses (``answering/``: the same records, resume chunks and part files); an interrupted evaluation skips
+what is already there. A fingerprint of the settings that shape the answers is kept beside them, so answers made under
+other settings are never mixed in.
 """
 
 from __future__ import annotations
@@ -17,23 +18,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from culturespa.data.jsonl import ResumableJsonl, read_jsonl
+from culturespa.answering.chunks import resume_chunk
+from culturespa.answering.loop import AnswerFile, Messages, fill
+from culturespa.answering.records import AnswerRecord
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
-from culturespa.generate.shards import resume_chunk, resume_chunks
 from culturespa.stages.identity import config_hash
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEYS = ("model", "eval.adapter", "prompt", "templates.answer", "decoding", "seed", "peft.quantization")
 FINGERPRINT_FILE = "fingerprint.json"
-
-
-def answer_key(record: dict[str, Any]) -> str:
-    return f"{record['id']}|{record['culture']}|{record['run']}"
 
 
 def effective_runs(cfg: Any) -> int:
@@ -74,70 +72,8 @@ def check_fingerprint(cfg: Any, folder: Path) -> None:
     path.write_text(json.dumps(current, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def _record(result: Any, question: Question, culture: str | None, setting: str, run: int) -> dict[str, Any]:
-    dist = result.distribution
-    return {
-        "id": question.id,
-        "culture": culture,
-        "setting": setting,
-        "run": run,
-        "raw": result.text,
-        "answer": result.answer if result.valid else None,
-        "valid": bool(result.valid),
-        "distribution": {str(k): float(v) for k, v in dist.items()} if dist else None,
-        "question": question.to_record(),
-    }
-
-
-def _answer_group(
-    engine: Any,
-    decoding: Any,
-    wvs: WVSData,
-    style: Any,
-    questions: Sequence[Question],
-    culture: str | None,
-    runs: int,
-    seed: int,
-    path: Path,
-    setting: str,
-    chunk: int = 256,
-) -> list[dict[str, Any]]:
-    """Answer ``questions`` ``runs`` times for one culture (or None), resuming from ``path``'s part/final file.
-
-    Questions go to the engine in fixed chunks of ``chunk`` by position, and an unfinished chunk is redone whole: every
-    answer is computed in the same batch as in an uninterrupted run, so a resumed file is bitwise identical (on CPU a
-    prompt's logits change in the last bits with its batch partners), as in the answers stage."""
-    from culturespa.infer.engine import Request
-
-    store = ResumableJsonl(path, answer_key)
-    if path.is_file() and not store.records:  # a finished earlier run: keep its answers, add any missing ones
-        store.append_many(read_jsonl(path))
-    if store.records:
-        log.info("resuming: %d of %d records done (%s)", len(store.records), runs * len(questions), path)
-    order: list[str] = []
-    try:
-        for run in range(runs):
-            keys = [f"{question.id}|{culture}|{run}" for question in questions]
-            order.extend(keys)
-            by_key = dict(zip(keys, questions, strict=True))
-            for members in resume_chunks(keys, chunk):
-                if all(key in store.records for key in members):
-                    continue
-                todo = [
-                    Request(key=k, messages=answer_messages(wvs, style, by_key[k], culture), numbers=by_key[k].numbers)
-                    for k in members
-                ]
-                desc = f"{setting} {culture or 'all'} run {run}"
-                for batch in engine.answer(todo, decoding, seed=seed + run, desc=desc):
-                    new = [r for r in batch if r.key not in store.records]
-                    store.append_many(_record(r, by_key[r.key], culture, setting, run) for r in new)
-        return store.finish(order)
-    finally:
-        store.close()
-
-
 def _load_model(cfg: Any) -> tuple[Any, Any]:
-    from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
+    from culturespa.models.loader import ModelSpec, load_model, load_tokenizer  # torch: heavy
 
     spec = ModelSpec.from_config(cfg.model)
     quant = str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none")
@@ -149,49 +85,59 @@ def _load_model(cfg: Any) -> tuple[Any, Any]:
 
 def answer_with_model(
     cfg: Any, wvs: WVSData, questions: Sequence[Question], cultures: Sequence[str], plan: AdapterPlan
-) -> dict[str | None, list[dict[str, Any]]]:
+) -> dict[str | None, list[AnswerRecord]]:
     """Answers per culture code, or under the key None when one culture-independent set serves every culture."""
-    from culturespa.infer.engine import Decoding, Engine
+    from culturespa.infer.engine import Decoding, Engine  # torch: heavy, loaded only when evaluating a model
 
     folder = Path(str(cfg.eval.output_dir)) / "answers"
     check_fingerprint(cfg, folder)
-    runs = effective_runs(cfg)
     decoding = Decoding.from_config(cfg.decoding)
     setting = str(cfg.prompt.name)
-    seed = int(cfg.seed)
-    group = functools.partial(_answer_group, chunk=resume_chunk(cfg))  # the answers stage's chunking
+    # the answers stage's chunking; run r samples with seed + r; the folder's fingerprint vouches for finished files
+    file = functools.partial(
+        AnswerFile,
+        setting=setting,
+        questions=questions,
+        runs=effective_runs(cfg),
+        chunk=resume_chunk(cfg),
+        seed=int(cfg.seed),
+        seed_per_run=True,
+    )
 
     base, tokenizer = _load_model(cfg)
     model = base
     if plan.kind == "joint":
-        from peft import PeftModel
+        from peft import PeftModel  # heavy optional dependency, needed only for an adapter
 
         model = PeftModel.from_pretrained(base, str(plan.folder_for(None)), adapter_name="joint")
         model.eval()
 
-    answers: dict[str | None, list[dict[str, Any]]] = {}
     shared_style = style_for(cfg, plan.style_for(None)) if plan.kind != "specific" else None
     if shared_style is not None and culture_independent(shared_style):
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        answers[None] = group(
-            engine, decoding, wvs, shared_style, questions, None, runs, seed, folder / f"{setting}.jsonl", setting
-        )
-        return answers
+        asker = _asker(wvs, shared_style, None)
+        shared = file(path=folder / f"{setting}.jsonl", culture=None, messages=asker)
+        return {None: fill(engine, decoding, shared, reuse_finished=True).records}
 
+    answers: dict[str | None, list[AnswerRecord]] = {}
     for culture in cultures:
         if plan.kind == "specific":
             model = _activate(model, base, plan, culture)
         style = style_for(cfg, plan.style_for(culture))
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        answers[culture] = group(
-            engine, decoding, wvs, style, questions, culture, runs, seed, folder / f"{setting}_{culture}.jsonl", setting
-        )
+        own = file(path=folder / f"{setting}_{culture}.jsonl", culture=culture, messages=_asker(wvs, style, culture))
+        answers[culture] = fill(engine, decoding, own, reuse_finished=True).records
     return answers
+
+
+def _asker(wvs: WVSData, style: Any, culture: str | None) -> Messages:
+    """The messages that ask one WVS question in the evaluation prompt ``style`` for ``culture``."""
+    return lambda question: answer_messages(wvs, style, question, culture)
 
 
 def _activate(model: Any, base: Any, plan: AdapterPlan, culture: str) -> Any:
     """Load (once) and switch to the culture's own adapter; every specific adapter shares one copy of the base."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy optional dependency, needed only for adapters
 
     folder = str(plan.folder_for(culture))
     if model is base:

@@ -3,7 +3,8 @@
 Exact ROUGE-L (rouge-score) on every pair is O(n²) pure-Python LCS: hours for 13,000 questions. ROUGE-L F1 is
 2·LCS/(|a|+|b|), and the LCS can never exceed the multiset token overlap Σ min(count_a, count_b), so
 2·overlap/(|a|+|b|) is an upper bound. That overlap is a sparse matrix product over (token, k-th occurrence) features,
-computed in row blocks; only pairs whose bound exceeds the threshold get the exact LCS. Same tokenizer as rouge-score.
+computed in row blocks; only pairs whose bound exceeds the threshold get the exact LCS. Tokens and scores come from
+rouge-score's public API (its default tokenizer, its scorer), so every figure is the one ``RougeScorer`` gives.
 """
 
 from __future__ import annotations
@@ -12,26 +13,35 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from rouge_score import rouge_scorer, tokenizers
+from scipy.sparse import csr_matrix
 
 BLOCK = 512
 
 
-def _tokenizer():  # type: ignore[no-untyped-def]
-    from rouge_score import rouge_scorer
+class _Tokenized(tokenizers.Tokenizer):
+    """Reads back text that rouge-score's default tokenizer already split, joined by spaces (its tokens are runs of
+    ``a-z0-9``, so splitting on whitespace returns them unchanged): each question is tokenised once, not per pair."""
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    def tokenize(self, text: str) -> list[str]:
+        return text.split()
+
+
+_DEFAULT_TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)  # what RougeScorer(["rougeL"]) uses
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenized())
+
+
+def tokenize(text: str) -> list[str]:
+    """rouge-score's tokens of ``text`` (lower-cased alphanumeric runs, no stemming)."""
+    return list(_DEFAULT_TOKENIZER.tokenize(text))
 
 
 def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
-    """ROUGE-L F1 between two token lists (rouge-score's own LCS)."""
-    from rouge_score import rouge_scorer
-
-    return float(rouge_scorer._score_lcs(list(a), list(b)).fmeasure)
+    """ROUGE-L F1 between two token lists of :func:`tokenize`: rouge-score's scorer on the texts they came from."""
+    return float(_SCORER.score(" ".join(a), " ".join(b))["rougeL"].fmeasure)
 
 
-def _features(token_lists: list[list[str]]):  # type: ignore[no-untyped-def]
-    from scipy.sparse import csr_matrix
-
+def _features(token_lists: list[list[str]]) -> csr_matrix:
     vocab: dict[tuple[str, int], int] = {}
     rows, cols = [], []
     for i, tokens in enumerate(token_lists):
@@ -47,8 +57,7 @@ def _features(token_lists: list[list[str]]):  # type: ignore[no-untyped-def]
 def near_duplicates(texts: Sequence[str], threshold: float) -> list[int | None]:
     """For each text, the index of an earlier *kept* text whose ROUGE-L F1 with it is above ``threshold`` (it is then
     dropped), or None (kept). Greedy in input order, so the first of a cluster survives."""
-    scorer = _tokenizer()
-    tokens = [scorer._tokenizer.tokenize(t) for t in texts]
+    tokens = [tokenize(t) for t in texts]
     n = len(tokens)
     result: list[int | None] = [None] * n
     if n < 2:

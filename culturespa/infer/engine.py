@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from culturespa import compat
 from culturespa.errors import CultureSPAError
 from culturespa.infer import sampling
 from culturespa.infer.parsing import PARSE_RULES, parse_answer
@@ -375,9 +376,9 @@ class Engine:
                 use_cache=True,
                 **({"logits_to_keep": 1} if self._keep_logits_ok else {}),
             )
-            self._prefix_kv = (prefix, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+            self._prefix_kv = (prefix, compat.cache_layers(out.past_key_values))
         layers = [(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_kv[1]]
-        return DynamicCache(ddp_cache_data=layers, config=self._config())
+        return compat.filled_cache(layers, self._config())
 
     def _config(self) -> Any:
         config = getattr(self.model, "config", None)
@@ -515,13 +516,14 @@ class Engine:
         pairs = [(row, ctx) for row in rows for ctx in plans[row].contexts]
         if not pairs:
             return {}, {}
-        from transformers import DynamicCache
 
         index = torch.tensor([r for r, _ in pairs], device=self.device)
         width = max(len(c) for _, c in pairs)
         ids = torch.tensor([list(c) + [self.pad_id] * (width - len(c)) for _, c in pairs], device=self.device)
-        layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in cache.layers]
-        sub_cache = DynamicCache(ddp_cache_data=layers, config=self._config())
+        layers = [
+            (keys.index_select(0, index), values.index_select(0, index)) for keys, values in compat.cache_layers(cache)
+        ]
+        sub_cache = compat.filled_cache(layers, self._config())
         ctx_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for _, c in pairs], device=self.device)
         full_mask = torch.cat([mask.index_select(0, index), ctx_mask.to(mask.dtype)], dim=1)
         positions = last_pos.index_select(0, index)[:, None] + 1 + torch.arange(width, device=self.device)[None]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from culturespa import compat
 from culturespa.errors import CultureSPAError
 from culturespa.models.integrity import weights_problems
 
@@ -203,7 +204,7 @@ def _convert_gguf(spec: ModelSpec, out: Path) -> None:
     log.info("converting %s/%s to safetensors in %s (once)", folder, file, out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
-    model.hf_quantizer = None  # weights are plain dequantised tensors; the marker only blocks saving
+    compat.forget_quantizer(model)  # weights are plain dequantised tensors; the marker only blocks saving
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

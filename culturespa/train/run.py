@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from culturespa import compat
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
@@ -342,5 +343,5 @@ def _finish_wandb(loggers: Sequence[Any]) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and compat.wandb_logger_started(logger):
             logger.experiment.finish()

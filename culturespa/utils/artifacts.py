@@ -30,6 +30,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from culturespa import compat
+
 log = logging.getLogger("culturespa.artifacts")
 
 DEFAULT_REFERENCE_MB = 100.0
@@ -139,7 +141,7 @@ def use_input(run: Any, spec: Spec, cfg: DictConfig | None = None) -> str | None
     digest = art.manifest.digest()
     if bool(getattr(run, "offline", False)):
         # what run.use_artifact does for a draft artifact online, minus its offline refusal
-        run._log_artifact(art, aliases=[], is_user_created=True, use_after_commit=True)
+        compat.log_input_artifact_offline(run, art)
     else:
         run.use_artifact(art)
     return digest

@@ -1,0 +1,49 @@
+"""One home for every private or internal third-party API the package relies on.
+
+Each function wraps one such call, says why no public API does the job, and has a test in ``tests/test_compat.py``
+that fails loudly (naming the library) when an upgrade removes or changes it. Nothing else in the package touches a
+third-party name that starts with an underscore. The module imports nothing from the package (lowest floor), and its
+third-party imports are made where used: each library is heavy and only some commands need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+KV = tuple[Any, Any]  # one layer's (keys, values) tensors, [batch, heads, positions, head_dim]
+
+
+def log_input_artifact_offline(run: Any, artifact: Any) -> None:
+    """W&B: declare a draft ``artifact`` as an input of an offline ``run``. ``run.use_artifact`` refuses drafts while
+    offline; this is what it does online, through the private ``Run._log_artifact``."""
+    run._log_artifact(artifact, aliases=[], is_user_created=True, use_after_commit=True)
+
+
+def wandb_logger_started(logger: Any) -> bool:
+    """Lightning ``WandbLogger``: whether its W&B run exists. The public ``logger.experiment`` would start one, so the
+    private ``_experiment`` is read instead."""
+    return logger._experiment is not None
+
+
+def forget_quantizer(model: Any) -> None:
+    """transformers: a model loaded from GGUF holds plain dequantised weights but keeps its ``hf_quantizer`` marker,
+    which makes ``save_pretrained`` refuse; there is no public way to clear it."""
+    model.hf_quantizer = None
+
+
+def filled_cache(layers: Sequence[KV], config: Any) -> Any:
+    """transformers: a ``DynamicCache`` (built for ``config``) already holding ``layers``, through the public
+    ``Cache.update`` (what the internal ``DynamicCache(ddp_cache_data=...)`` does)."""
+    from transformers import DynamicCache  # heavy: only the engine builds caches
+
+    cache = DynamicCache(config=config)
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
+
+
+def cache_layers(cache: Any) -> list[KV]:
+    """transformers: the (keys, values) tensors of every layer of a ``DynamicCache`` (its ``layers[i].keys`` and
+    ``.values``; the cache has no public accessor that returns them without copying)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]

@@ -1,0 +1,96 @@
+"""Every private third-party API behind ``culturespa.compat``: each test checks that the name still exists with the
+arguments we pass, then exercises the call, so an upgrade that breaks one fails here, naming the library."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from culturespa import compat
+from culturespa.utils.wandb_records import read_run, run_folders
+
+WAIT = 30.0  # seconds a finished offline run may take to reach its .wandb file
+
+
+def _tiny_llama():  # noqa: ANN202
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def test_wandb_private_log_artifact_declares_an_offline_input(tmp_path: Path, monkeypatch) -> None:
+    import wandb
+    from wandb.sdk.wandb_run import Run
+
+    params = inspect.signature(Run._log_artifact).parameters
+    assert {"artifact_or_path", "aliases", "is_user_created", "use_after_commit"} <= set(params), (
+        f"wandb {wandb.__version__}: Run._log_artifact changed: {list(params)}"
+    )
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    (tmp_path / "data.txt").write_text("x\n")
+    artifact = wandb.Artifact("compat-input", type="dataset")
+    artifact.add_file(str(tmp_path / "data.txt"))
+    run = wandb.init(mode="offline", project="culturespa-test", dir=str(tmp_path / "r"), reinit="finish_previous")
+    try:
+        compat.log_input_artifact_offline(run, artifact)
+    finally:
+        run.finish()
+    recorded = read_run(run_folders([tmp_path / "r"])[0], WAIT).artifacts
+    assert [(a.name, a.used) for a in recorded] == [("compat-input", True)]
+
+
+def test_lightning_wandb_logger_private_experiment_tells_whether_a_run_started(tmp_path: Path, monkeypatch) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    logger = WandbLogger(project="culturespa-test", save_dir=str(tmp_path), offline=True)
+    assert hasattr(logger, "_experiment"), "lightning: WandbLogger has no _experiment attribute any more"
+    assert compat.wandb_logger_started(logger) is False  # reading it did not start a run
+    try:
+        logger.experiment  # noqa: B018 - starts the run
+        assert compat.wandb_logger_started(logger) is True
+    finally:
+        logger.experiment.finish()
+
+
+def test_transformers_quantizer_marker_blocks_saving_until_forgotten(tmp_path: Path) -> None:
+    """``save_pretrained`` still reads the marker (it refuses a non-serialisable quantizer) and clearing it lets the
+    plain weights save; if transformers renames the attribute, the refusal below no longer happens."""
+    model = _tiny_llama()
+    model.hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method="gguf"))  # as GGUF leaves it
+    with pytest.raises(ValueError, match="gguf"):
+        model.save_pretrained(tmp_path / "refused")
+    compat.forget_quantizer(model)
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").is_file()
+
+
+def test_transformers_cache_from_layers_continues_a_prefix_exactly() -> None:
+    """A cache filled with a prefix's keys and values (expanded to a batch, as the engine's prefix cache does) gives
+    the logits of the full prompts; the layers read back are the tensors put in."""
+    from transformers import DynamicCache
+
+    model = _tiny_llama()
+    prefix, suffix = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9, 10], [11, 12]])
+    with torch.inference_mode():
+        out = model(input_ids=prefix, past_key_values=DynamicCache(config=model.config), use_cache=True)
+        layers = compat.cache_layers(out.past_key_values)
+        assert len(layers) == 2 and all(k.shape == (1, 2, 4, 8) and v.shape == k.shape for k, v in layers)
+        batch = [(k.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1)) for k, v in layers]
+        cache = compat.filled_cache(batch, model.config)
+        assert cache.get_seq_length() == 4
+        assert all(
+            torch.equal(k, bk) and torch.equal(v, bv)
+            for (k, v), (bk, bv) in zip(compat.cache_layers(cache), batch, strict=True)
+        )
+        continued = model(input_ids=suffix, past_key_values=cache, use_cache=True).logits
+        full = model(input_ids=torch.cat([prefix.expand(2, -1), suffix], dim=1)).logits[:, -2:]
+    torch.testing.assert_close(continued, full)
