@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
+from culturespa.settings import Count, check_values
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -51,64 +52,16 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
-_CHOICES = {
-    "mode.name": ("joint", "specific"),
-    "peft.quantization": ("none", "4bit", "8bit"),
-    "prompt.system": ("unaware", "aware", "cct"),
-    "decoding.mode": ("sample", "greedy", "logprob"),
-    "data.criterion": ("answer", "majority", "distribution", "none"),
-    "data.system": ("aware", "cct"),
-    "answers.setting": ("unaware", "aware", "cct"),
-    "eval.source": ("model", "predictions"),
-    "eval.suite": ("wvs", "general", "relations"),
-    "model.source": ("hf", "gguf_wheel", "tiny_random"),
-    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
-}
-_RANGES = {
-    # key: (low, high, low inclusive)
-    "data.fraction": (0.0, 1.0, False),
-    "data.val_fraction": (0.0, 0.5, True),
-    "data.js_threshold": (0.0, 1.0, True),
-    "data.alpha": (0.0, 1.0, False),
-    "data.null_quantile": (0.0, 1.0, False),
-    "data.ci_level": (0.0, 1.0, False),
-    "decoding.temperature": (0.0, 10.0, False),
-    "decoding.top_p": (0.0, 1.0, False),
-    "sft.lr": (0.0, 1.0, False),
-    "sft.warmup_ratio": (0.0, 1.0, True),
-}
-_POSITIVE_INTS = ("sft.global_batch_size", "sft.micro_batch_size", "engine.batch_size", "peft.r", "eval.runs")
-
 
 def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
     """Check the values every stage relies on; returns the resolved culture codes.
 
     ``stage`` adds the checks specific to one generate stage.
     """
-    errors: list[str] = []
-    for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and value not in choices:
-            errors.append(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    for key, (low, high, inclusive) in _RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        ok = isinstance(value, (int, float)) and (low <= value if inclusive else low < value) and value <= high
-        if not ok:
-            bracket = "[" if inclusive else "("
-            errors.append(f"{key}={value!r} is out of range; valid: {bracket}{low}, {high}]")
-    for key in _POSITIVE_INTS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            errors.append(f"{key}={value!r} must be a positive integer")
+    errors = check_values(cfg)
     stages = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
     if stage is not None and stage not in stages:
         errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(stages)}")
-    gbs = OmegaConf.select(cfg, "sft.global_batch_size", default=None)
-    mbs = OmegaConf.select(cfg, "sft.micro_batch_size", default=None)
-    if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
-        errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
     from culturespa.generate.criteria import config_errors
 
     errors += config_errors(cfg)  # data.samples / noise_replicates / majority's reachable significance
@@ -172,6 +125,6 @@ def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:
     limit = OmegaConf.select(cfg, key, default=None)
     if limit is None:
         return items
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+    if Count().problem(key, limit):
         raise CultureSPAError(f"{key}={limit!r} must be a positive integer or null")
     return items[:limit]
