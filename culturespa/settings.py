@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from culturespa.errors import CultureSPAError
@@ -281,6 +283,21 @@ def check_group(cls: type[GroupSettings], node: Any) -> None:
     own = [e for e in errors if e.startswith(f"{cls.group}.")]
     if own:
         raise CultureSPAError("; ".join(own))
+
+
+def build(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the node at ``key`` (its ``_target_`` with its values, ``kwargs`` over them) as
+    plain Python values; a target's own one-line error comes out as it is, any other failure as one line naming
+    the key and its target."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, CultureSPAError):
+            raise cause from None
+        target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
+        reason = (str(cause or err).strip().splitlines() or [type(cause).__name__])[0]
+        raise CultureSPAError(f"{key}._target_={target!r}: cannot build it ({reason})") from None
 
 
 def _value(cfg: DictConfig | dict[str, Any], key: str) -> Any:
