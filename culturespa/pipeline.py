@@ -27,7 +27,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.config import CONFIG_DIR, slug, to_plain, validate_config
+from culturespa.config import CONFIG_DIR, check_override_keys, slug, to_plain, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
 from culturespa.generate.pool import files_digest, pipeline_pool
@@ -418,4 +418,5 @@ def main(cfg: DictConfig) -> Any:
 if __name__ == "__main__":
     set_offline_defaults()
     check_group_overrides(sys.argv[1:], str(CONFIG_DIR))
+    check_override_keys(sys.argv[1:], "pipeline")
     main()

@@ -139,6 +139,7 @@ class PromptSettings(GroupSettings):
     name: str = checked("p1")
     system: str = checked("aware", OneOf(("unaware", "aware", "cct")))
     n_examples: int = checked(0, Count(0))
+    n_similar: int | None = checked(None, Count())  # cct prompts: most/least similar cultures named
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,10 @@ def build_loggers(logger_node: DictConfig, wandb_kwargs: dict[str, Any] | None, 
         if key == "wandb":
             if wandb_kwargs is not None:
                 kwargs = dict(wandb_kwargs)
-                loggers.append(build({"_target_": node._target_}, "logger.wandb", save_dir=kwargs.pop("dir"), **kwargs))
+                run_config = kwargs.pop("config", None)  # instantiate() takes its own first argument by this name
+                kwargs["save_dir"] = kwargs.pop("dir")
+                make = build({"_target_": node._target_}, "logger.wandb", _partial_=True, **kwargs)
+                loggers.append(make(config=run_config))
         else:
             loggers.append(build(node, f"logger.{key}", name=f"{key}/{version}"))
     return loggers
