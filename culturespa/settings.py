@@ -91,7 +91,8 @@ class GroupSettings:
 
     @classmethod
     def from_config(cls: type[S], node: Any) -> S:
-        """The typed settings of a composed group node; keys it does not declare are left out, checked values kept."""
+        """The typed settings of a composed group node (resolved; keys it does not declare are left out). Values are
+        checked by ``check_values`` at start-up, not here."""
         plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
         assert isinstance(plain, dict)
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -296,7 +297,7 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
         cause = err.__cause__
         if isinstance(cause, CultureSPAError):
             raise cause from None
-        target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
+        target = node.get("_target_") if isinstance(node, (DictConfig, dict)) else None
         reason = (str(cause or err).strip().splitlines() or [type(cause).__name__])[0]
         raise CultureSPAError(f"{key}._target_={target!r}: cannot build it ({reason})") from None
 
