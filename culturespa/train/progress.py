@@ -45,4 +45,3 @@ class StepAwareProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(epoch_label(trainer))
-
