@@ -11,7 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from culturespa.config import CONFIG_DIR  # importing it registers the cs_* resolvers Hydra needs
+from culturespa.config import CONFIG_DIR, check_override_keys  # importing it registers the cs_* resolvers Hydra needs
 from culturespa.entry import check_group_overrides, set_offline_defaults, task_wrapper
 
 set_offline_defaults()
@@ -27,4 +27,5 @@ def main(cfg: DictConfig) -> Any:
 
 if __name__ == "__main__":
     check_group_overrides(sys.argv[1:], str(CONFIG_DIR))
+    check_override_keys(sys.argv[1:], "evaluate")
     main()

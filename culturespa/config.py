@@ -6,7 +6,9 @@ fail at once with a one-line message that lists the valid values.
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
+from culturespa.settings import Count, check_values
 from culturespa.stages.checks import sampling_errors
 from culturespa.stages.identity import GENERATE_STAGES, run_key
 from culturespa.utils import rundirs
@@ -46,67 +50,80 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
-_CHOICES = {
-    "mode.name": ("joint", "specific"),
-    "peft.quantization": ("none", "4bit", "8bit"),
-    "prompt.system": ("unaware", "aware", "cct"),
-    "decoding.mode": ("sample", "greedy", "logprob"),
-    "data.criterion": ("answer", "majority", "distribution", "none"),
-    "data.system": ("aware", "cct"),
-    "answers.setting": ("unaware", "aware", "cct"),
-    "eval.source": ("model", "predictions"),
-    "eval.suite": ("wvs", "general", "relations"),
-    "model.source": ("hf", "gguf_wheel", "tiny_random"),
-    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
-}
-_RANGES = {
-    # key: (low, high, low inclusive)
-    "data.fraction": (0.0, 1.0, False),
-    "data.val_fraction": (0.0, 0.5, True),
-    "data.js_threshold": (0.0, 1.0, True),
-    "data.alpha": (0.0, 1.0, False),
-    "data.null_quantile": (0.0, 1.0, False),
-    "data.ci_level": (0.0, 1.0, False),
-    "decoding.temperature": (0.0, 10.0, False),
-    "decoding.top_p": (0.0, 1.0, False),
-    "sft.lr": (0.0, 1.0, False),
-    "sft.warmup_ratio": (0.0, 1.0, True),
-}
-_POSITIVE_INTS = ("sft.global_batch_size", "sft.micro_batch_size", "engine.batch_size", "peft.r", "eval.runs")
-
 
 def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
     """Check the values every stage relies on; returns the resolved culture codes.
 
     ``stage`` adds the checks specific to one generate stage.
     """
-    errors: list[str] = []
-    for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and value not in choices:
-            errors.append(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    for key, (low, high, inclusive) in _RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        ok = isinstance(value, (int, float)) and (low <= value if inclusive else low < value) and value <= high
-        if not ok:
-            bracket = "[" if inclusive else "("
-            errors.append(f"{key}={value!r} is out of range; valid: {bracket}{low}, {high}]")
-    for key in _POSITIVE_INTS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            errors.append(f"{key}={value!r} must be a positive integer")
+    errors = check_values(cfg)
     if stage is not None and stage not in GENERATE_STAGES:
         errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(GENERATE_STAGES)}")
-    gbs = OmegaConf.select(cfg, "sft.global_batch_size", default=None)
-    mbs = OmegaConf.select(cfg, "sft.micro_batch_size", default=None)
-    if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
-        errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
     errors += sampling_errors(cfg)  # data.samples / noise_replicates / majority's reachable significance
     if errors:
         raise CultureSPAError("; ".join(errors))
     return resolve_cultures(cfg.get("cultures"))
+
+
+def check_override_keys(argv: Sequence[str], config_name: str) -> None:
+    """Reject a command-line key the config does not have (``sft.learning_rate=1e-4``) with one line naming the nearest
+    valid keys, before Hydra composes anything (its own message spans many lines and suggests nothing)."""
+    keys = [o.key_or_group for o in _plain_key_overrides(argv)]
+    if not keys:
+        return
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    selections = [a for a in argv if "=" in a and a.split("=", 1)[0].lstrip("+~") in groups and "," not in a]
+    try:
+        known = set(_dotted_keys(OmegaConf.to_container(compose(config_name, selections), resolve=False)))
+    except Exception:  # noqa: BLE001 - a bad group selection: check_group_overrides and Hydra report it
+        return
+    for key in keys:
+        if key not in known:
+            near = nearest_keys(key, known)
+            hint = f"; nearest valid keys: {', '.join(near)}" if near else ""
+            print(f"error: {key} is not a config key{hint} (+{key}=VALUE adds a new key)", file=sys.stderr)
+            sys.exit(1)
+
+
+def nearest_keys(key: str, known: set[str], count: int = 3) -> list[str]:
+    """The valid keys closest to ``key``: siblings first (``sft.lr`` for ``sft.learning_rate``: its initials count as
+    a match), else the closest keys anywhere."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in known if k.rpartition(".")[0] == parent]
+    if not siblings:
+        return difflib.get_close_matches(key, sorted(known), n=count, cutoff=0.6)
+    initials = "".join(part[:1] for part in leaf.split("_") if part)
+
+    def score(candidate: str) -> float:
+        name = candidate.rpartition(".")[2]
+        return 1.0 if name == initials else difflib.SequenceMatcher(None, leaf, name).ratio()
+
+    ranked = sorted(siblings, key=lambda k: (-score(k), k))
+    return [k for k in ranked[:count] if score(k) >= 0.3]
+
+
+def _plain_key_overrides(argv: Sequence[str]) -> list[Any]:
+    """The overrides that set an existing config value (not ``+``/``++``/``~``, not groups or ``hydra.*``)."""
+    args = [a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "hydra/", "+", "~"))]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports them itself
+        return []
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    return [o for o in overrides if o.key_or_group.split("/")[0] not in groups and "@" not in o.key_or_group]
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a plain config tree, dotted (nodes and leaves; list items are not keys)."""
+    if not isinstance(node, dict):
+        return []
+    out: list[str] = []
+    for name, value in node.items():
+        if name == "hydra" and not prefix:
+            continue
+        out.append(prefix + str(name))
+        out += _dotted_keys(value, f"{prefix}{name}.")
+    return out
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
@@ -130,6 +147,6 @@ def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:
     limit = OmegaConf.select(cfg, key, default=None)
     if limit is None:
         return items
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+    if Count().problem(key, limit):
         raise CultureSPAError(f"{key}={limit!r} must be a positive integer or null")
     return items[:limit]

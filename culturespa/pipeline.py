@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from culturespa.config import CONFIG_DIR, validate_config
+from culturespa.config import CONFIG_DIR, check_override_keys, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.data.survey import WVSData
 from culturespa.entry import check_group_overrides, set_offline_defaults, task_wrapper
@@ -372,4 +372,5 @@ def main(cfg: DictConfig) -> Any:
 if __name__ == "__main__":
     set_offline_defaults()
     check_group_overrides(sys.argv[1:], str(CONFIG_DIR))
+    check_override_keys(sys.argv[1:], "pipeline")
     main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.config import CONFIG_DIR, compose, validate_config
+from culturespa.config import CONFIG_DIR, _dotted_keys, check_override_keys, compose, nearest_keys, validate_config
 from culturespa.data.cultures import PAPER_CULTURES
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, resolve_model_dir
@@ -181,3 +183,99 @@ def test_sweep_jobs_share_one_wandb_group_named_by_the_swept_keys(monkeypatch: p
     named = job("data.fraction=0.2")
     named.logger = {"wandb": {"group": "quantity-study"}}
     assert run_group(named) == "quantity-study"
+
+
+# ---- hints name real keys; bad keys and values say what is valid ---------------------------------------------------
+HINT_GROUPS = "|".join(sorted(GROUPS + ["pipeline", "export", "callbacks"]))
+HINT_KEY = re.compile(rf"(?<![\w./-])(?:{HINT_GROUPS})\.[a-z_]+(?:\.[a-z_]+)*(?![\w/(])")
+MESSAGE_CALLS = {"CultureSPAError", "fail", "warning", "warn", "error", "append", "print", "info"}
+SET_WITH_PLUS = {"pipeline.root"}  # optional keys the docs add with +pipeline.root=DIR
+
+
+def _message_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """The string parts of every raised error and of every warning, log, print or error-list call."""
+    found = []
+    for node in ast.walk(tree):
+        call = node.exc if isinstance(node, ast.Raise) else node
+        if call is None:  # a bare `raise`
+            continue
+        name = getattr(getattr(call, "func", None), "attr", None) or getattr(getattr(call, "func", None), "id", "")
+        if isinstance(node, ast.Raise) or (isinstance(node, ast.Call) and name in MESSAGE_CALLS):
+            found += [
+                (n.lineno, n.value) for n in ast.walk(call) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            ]
+    return found
+
+
+def _hint_keys() -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for path in sorted((REPO / "culturespa").rglob("*.py")):
+        for line, text in _message_strings(ast.parse(path.read_text())):
+            for key in HINT_KEY.findall(text):
+                keys.setdefault(key, f"{path.relative_to(REPO)}:{line}")
+    return keys
+
+
+def test_every_key_a_message_names_is_a_real_config_key(tmp_path: Path) -> None:
+    """An error once said to set data.wvs_dir (the key is paths.wvs_dir), which Hydra then refused."""
+    known: set[str] = set(SET_WITH_PLUS)
+    for primary in PRIMARY:
+        for extra in ([], ["model=tiny_random", "trainer=fsdp", "filter=strict", "peft=qlora", "prompt=p2"]):
+            cfg = compose(primary, extra, output_dir=tmp_path)
+            known |= set(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    keys = _hint_keys()
+    assert "sft.pairs_dir" in keys and "model.path" in keys  # the walk finds the hints
+    wrong = {key: where for key, where in keys.items() if key not in known}
+    assert not wrong, f"messages name keys the config does not have: {wrong}"
+
+
+def test_nearest_keys_suggests_siblings_first() -> None:
+    known = {"sft", "sft.lr", "sft.warmup_ratio", "sft.epochs", "decoding.top_p", "decoding.top_k", "peft.r"}
+    assert nearest_keys("sft.learning_rate", known)[0] == "sft.lr"  # initials
+    assert nearest_keys("decoding.topp", known)[0] == "decoding.top_p"
+    assert nearest_keys("sfft.lr", known)[0] == "sft.lr"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["sft.learning_rate=1e-4"], "error: sft.learning_rate is not a config key; nearest valid keys: sft.lr, "),
+        (
+            ["-m", "decoding.topp=0.5,0.9"],
+            "error: decoding.topp is not a config key; nearest valid keys: decoding.top_p",
+        ),
+        (["sft.lr=abc"], "error: sft.lr='abc' is not a number; valid: (0.0, 1.0]"),
+    ],
+)
+def test_cli_names_bad_keys_and_values_in_one_line(args: list[str], expected: str) -> None:
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
+
+
+def test_added_keys_pass_the_unknown_key_check(tmp_path: Path) -> None:
+    check_override_keys(["+sft.note=x", "sft.lr=2e-4", "experiment=smoke", "questions.per_topic=3"], "train")
+    check_override_keys(["pipeline.answer_shards=2", "cultures=[USA,CHN]"], "pipeline")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sft.lr=abc", r"^sft.lr='abc' is not a number; valid: \(0.0, 1.0\]$"),
+        ("sft.micro_batch_size=two", r"sft.micro_batch_size='two' must be a positive integer"),
+        ("++decoding.top_k=-1", r"decoding.top_k=-1 must be a non-negative integer"),
+        ("++questions.top_k=1.5", r"questions.top_k=1.5 must be a non-negative integer"),
+        ("++sft.checkpoint_minutes=0", r"sft.checkpoint_minutes=0 must be a number > 0"),
+        ("model.dtype=fp8", r"model.dtype='fp8' is not valid; choose one of: float32, bfloat16, float16, auto"),
+    ],
+)
+def test_typed_settings_reject_bad_values(override: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(CultureSPAError, match=message):
+        validate_config(compose("train", [override], output_dir=tmp_path))
+
+
+def test_model_loader_checks_through_the_same_rules(tmp_path: Path) -> None:
+    cfg = compose("train", ["model.source=s3"], output_dir=tmp_path)
+    with pytest.raises(CultureSPAError, match=r"^model.source='s3' is not valid; choose one of: hf, gguf_wheel"):
+        ModelSpec.from_config(cfg.model)

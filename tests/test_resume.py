@@ -251,7 +251,7 @@ def test_conf_local_is_git_ignored_and_loaded(tmp_path: Path) -> None:
     probe = REPO / "conf" / "local" / "default.yaml"
     result = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO, check=False)
     assert result.returncode == 0, "conf/local/ must be git-ignored (README promises it)"
-    assert "optional local: default" in (REPO / "conf" / "train.yaml").read_text()
+    assert "optional local: default" in (REPO / "conf" / "base.yaml").read_text()  # every entry point loads base
 
 
 # ---- a finished answers file is never replaced by fewer records -----------------------------------------------------

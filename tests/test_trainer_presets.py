@@ -11,8 +11,10 @@ from omegaconf import OmegaConf
 
 from culturespa.config import CONFIG_DIR, compose
 from culturespa.errors import CultureSPAError
-from culturespa.train.run import BatchPlan, train, trainer_kwargs
-from culturespa.train.strategies import build_strategy, clean_name, fsdp_wrap_policy
+from culturespa.settings import SFTSettings, build
+from culturespa.train.run import BatchPlan, train
+from culturespa.train.strategies import clean_name, fsdp_strategy, fsdp_wrap_policy
+from culturespa.train.trainer import build_trainer, check_strategy
 from culturespa.utils.plain import to_plain
 
 EXPERIMENTS = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -69,34 +71,53 @@ def test_trainer_option_decides_without_a_preset_and_overrides_still_win(tmp_pat
     )
 
 
+def _trainer(cfg: object, has_val: bool = True) -> object:
+    plan = BatchPlan.from_config(cfg)  # type: ignore[arg-type]
+    sft = SFTSettings.from_config(cfg.sft)  # type: ignore[attr-defined]
+    return build_trainer(cfg.trainer, sft, plan.accumulate, has_val, [], [], "unused")  # type: ignore[attr-defined]
+
+
 def test_fsdp_preset_builds_a_lora_ready_strategy(tmp_path: Path) -> None:
     from lightning.pytorch.strategies import FSDPStrategy
 
     cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "trainer.devices=8"], output_dir=tmp_path)
-    kwargs = trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
-    strategy = kwargs["strategy"]
+    strategy = build(cfg.trainer.strategy, "trainer.strategy")
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.kwargs["use_orig_params"] is True  # LoRA: frozen and trainable weights keep their own flags
     assert strategy._state_dict_type == "full"
     assert str(strategy.sharding_strategy).endswith("FULL_SHARD")
-    assert kwargs["precision"] == "bf16-mixed" and kwargs["accelerator"] == "gpu" and kwargs["devices"] == 8
+    plain = to_plain(cfg)["trainer"]
+    assert plain["precision"] == "bf16-mixed" and plain["accelerator"] == "gpu" and plain["devices"] == 8
     assert BatchPlan.from_config(cfg).accumulate == 128 // (4 * 8)
+
+
+def test_cpu_trainer_is_instantiated_with_the_batch_plan(tmp_path: Path) -> None:
+    cfg = compose(
+        "train", ["sft.max_steps=3", "sft.global_batch_size=8", "sft.micro_batch_size=2"], output_dir=tmp_path
+    )
+    trainer = _trainer(cfg)
+    assert trainer.max_steps == 3 and trainer.max_epochs == -1 and trainer.accumulate_grad_batches == 4
+    assert trainer.num_sanity_val_steps == 2 and trainer.gradient_clip_val == 1.0
+    no_val = _trainer(compose("train", ["sft.epochs=2"], output_dir=tmp_path), has_val=False)
+    assert no_val.max_epochs == 2 and no_val.max_steps == -1 and no_val.limit_val_batches == 0
 
 
 def test_fsdp_on_cpu_is_a_one_line_error(tmp_path: Path) -> None:
     cfg = compose("train", ["trainer=fsdp", "sft.accelerator=cpu"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):
-        trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
+        check_strategy(cfg.trainer)
     with pytest.raises(CultureSPAError, match="trainer=fsdp needs GPUs"):  # at start-up, before the pairs files
         train(compose("train", ["trainer=fsdp", "sft.accelerator=cpu", f"sft.pairs_dir={tmp_path}/none"]))
     cfg = compose("train", ["experiment=paper_joint", "trainer=fsdp", "peft=qlora"], output_dir=tmp_path)
     with pytest.raises(CultureSPAError, match="peft=qlora"):
-        trainer_kwargs(cfg, BatchPlan.from_config(cfg), has_val=True)
-    with pytest.raises(CultureSPAError, match="unknown key"):
-        build_strategy({"name": "fsdp", "shard": True})
-    with pytest.raises(CultureSPAError, match="strategy.name"):
-        build_strategy({"name": "deepspeed"})
-    assert build_strategy("ddp") == "ddp"
+        check_strategy(cfg.trainer)
+    with pytest.raises(CultureSPAError, match=r"unknown key\(s\) \['shard'\]; valid: .*wrap"):
+        fsdp_strategy(shard=True)
+    cfg = compose("train", ["trainer=fsdp", "sft.accelerator=gpu", "trainer.strategy.sharding_strategy=HALF"])
+    with pytest.raises(CultureSPAError) as err:  # Lightning's own refusal, as one line naming the key
+        check_strategy(cfg.trainer)
+    assert str(err.value).startswith("trainer.strategy._target_='culturespa.train.strategies.fsdp_strategy'")
+    assert "\n" not in str(err.value)
 
 
 def test_fsdp_wraps_decoder_layers_and_lora_leaves_in_uniform_dtype_units(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def default_data_dir() -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file; a missing or malformed file is a one-line user error naming the file."""
     if not path.is_file():
-        raise fail(path, "file not found (run `make data`, or set data.wvs_dir / $CULTURESPA_DATA_DIR)")
+        raise fail(path, "file not found (run `make data`, or set paths.wvs_dir / $CULTURESPA_DATA_DIR)")
     try:
         with path.open(encoding="utf-8") as handle:
             return json.load(handle)

@@ -21,12 +21,11 @@ from typing import Any
 from culturespa import compat
 from culturespa.errors import CultureSPAError
 from culturespa.models.integrity import weights_problems
+from culturespa.settings import ModelSettings, PeftSettings, check_group
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".culturespa-complete"
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
 @dataclass
@@ -44,14 +43,10 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, cfg: Any) -> ModelSpec:
+        check_group(ModelSettings, cfg)
         keys = {f for f in cls.__dataclass_fields__}
         values = {k: (dict(v) if k == "tiny" and v is not None else v) for k, v in dict(cfg).items() if k in keys}
-        spec = cls(**values)
-        if spec.source not in ("hf", "gguf_wheel", "tiny_random"):
-            raise CultureSPAError(f"model.source: {spec.source!r} is not one of hf, gguf_wheel, tiny_random")
-        if spec.dtype not in DTYPES:
-            raise CultureSPAError(f"model.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
-        return spec
+        return cls(**values)
 
 
 def default_cache_dir() -> Path:
@@ -250,8 +245,7 @@ def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
 
 def quantization_config(quantization: str, compute_dtype: str = "float32", double_quant: bool = True) -> Any:
     """``BitsAndBytesConfig`` for ``4bit`` (NF4) / ``8bit``, or None for full precision."""
-    if quantization not in QUANTIZATIONS:
-        raise CultureSPAError(f"peft.quantization: {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+    check_group(PeftSettings, {"quantization": quantization})
     if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig

@@ -45,8 +45,3 @@ class StepAwareProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(epoch_label(trainer))
-
-
-def progress_callbacks(trainer_cfg: Any) -> list[Any]:
-    """The bar, when the trainer config shows one (Lightning refuses a bar callback with the bar disabled)."""
-    return [StepAwareProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []

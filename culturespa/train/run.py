@@ -1,32 +1,90 @@
 """``train(cfg)``: step 4 of CultureSPA, culture-joint (one adapter) or culture-specific (one adapter per culture).
 
 Order matters: config and pairs files are validated first (one-line errors), then the tokenizer is loaded and the
-examples are encoded, and only then does each rank load the model (in ``SFTModule.configure_model``).
+examples are encoded, and only then does each rank load the model (in ``SFTModule.configure_model``). The config is
+read once, into :class:`TrainSettings`; each job is then planned (what to train, where, from which checkpoint), run
+(one Lightning fit) and recorded (its summary).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import shlex
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from culturespa import compat
 from culturespa.config import validate_config
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
+from culturespa.models.loader import ModelSpec, load_tokenizer
 from culturespa.prompts.builder import PromptStyle
+from culturespa.settings import DataSettings, ModeSettings, SFTSettings
 from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
+from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta
+from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
+from culturespa.train.module import SFTModule
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
+from culturespa.train.trainer import build_callbacks, build_loggers, build_trainer, check_strategy
+from culturespa.utils.logs import single_log_lines
 from culturespa.utils.plain import to_plain
+from culturespa.utils.tracking import task_overrides, wandb_settings
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the train stage reads from the composed config, typed (LitGPT-style); built once per run.
+
+    ``model`` and ``peft`` stay plain mappings (they travel to each rank and into the adapter's metadata as they are);
+    ``trainer``, ``callbacks`` and ``logger`` stay config nodes, instantiated per job (culturespa.train.trainer).
+    """
+
+    sft: SFTSettings
+    data: DataSettings
+    mode: ModeSettings
+    model: dict[str, Any]
+    peft: dict[str, Any]
+    seed: int
+    cache_dir: str
+    wvs_dir: str
+    trainer: DictConfig
+    callbacks: DictConfig | None
+    logger: DictConfig
+    config_yaml: str = field(repr=False)  # the resolved config, saved beside each adapter
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrainSettings:
+        plain = to_plain(cfg)
+        return cls(
+            sft=SFTSettings.from_config(cfg.sft),
+            data=DataSettings.from_config(cfg.data),
+            mode=ModeSettings.from_config(cfg.mode),
+            model=plain["model"],
+            peft=plain["peft"],
+            seed=int(cfg.seed),
+            cache_dir=str(cfg.paths.cache_dir),
+            wvs_dir=str(cfg.paths.wvs_dir),
+            trainer=cfg.trainer,
+            callbacks=cfg.get("callbacks"),
+            logger=cfg.logger,
+            config_yaml=OmegaConf.to_yaml(OmegaConf.create(plain)),
+        )
 
 
 @dataclass(frozen=True)
@@ -42,15 +100,19 @@ class BatchPlan:
         return self.global_batch_size // (self.micro_batch_size * self.world_size)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> BatchPlan:
-        world = world_size(cfg.trainer)
-        gbs, mbs = int(cfg.sft.global_batch_size), int(cfg.sft.micro_batch_size)
+    def of(cls, sft: SFTSettings, trainer_node: Any) -> BatchPlan:
+        world = world_size(trainer_node)
+        gbs, mbs = int(sft.global_batch_size), int(sft.micro_batch_size)
         if gbs % (mbs * world):
             raise CultureSPAError(
                 f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs} x {world} devices "
                 f"(= {mbs * world})"
             )
         return cls(gbs, mbs, world)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BatchPlan:
+        return cls.of(SFTSettings.from_config(cfg.sft), cfg.trainer)
 
 
 def world_size(trainer_cfg: Any) -> int:
@@ -65,11 +127,8 @@ def world_size(trainer_cfg: Any) -> int:
         return devices * nodes
     if devices in ("auto", -1):
         accelerator = str(trainer_cfg.get("accelerator", "auto"))
-        if accelerator in ("gpu", "cuda", "auto"):
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.device_count() * nodes
+        if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            return torch.cuda.device_count() * nodes
         return nodes
     raise CultureSPAError(f"trainer.devices={devices!r} is not valid; give a positive count, a list or auto")
 
@@ -110,76 +169,42 @@ def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -
     return digest_of(picked)
 
 
-def make_loggers(cfg: DictConfig, version: str, suffix: str | None) -> list[Any]:
-    """WandbLogger (settings from culturespa.utils.tracking) and/or CSVLogger; Lightning logs from rank 0 only."""
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
-
-    from culturespa.utils.tracking import wandb_settings
-
-    loggers: list[Any] = []
-    settings = wandb_settings(cfg, "train", suffix)
-    if settings is not None:
-        save_dir = settings.pop("dir")
-        loggers.append(WandbLogger(save_dir=save_dir, **settings))
-    csv = OmegaConf.select(cfg, "logger.csv", default=None)
-    if csv:
-        # one version folder per (re)start, so a resumed run never overwrites the metrics of the first part
-        loggers.append(CSVLogger(save_dir=str(csv.save_dir), name=f"csv/{version}"))
-    return loggers
-
-
-def trainer_kwargs(cfg: DictConfig, plan: BatchPlan, has_val: bool) -> dict[str, Any]:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs.pop("max_epochs", None)
-    from culturespa.train.strategies import build_strategy
-
-    quantized = str(OmegaConf.select(cfg, "peft.quantization", default="none")) != "none"
-    kwargs["strategy"] = build_strategy(kwargs.get("strategy", "auto"), kwargs.get("accelerator", "auto"), quantized)
-    kwargs.pop("max_steps", None)
-    max_steps = int(cfg.sft.max_steps)
-    kwargs.update(
-        max_steps=max_steps if max_steps > 0 else -1,
-        max_epochs=-1 if max_steps > 0 else int(cfg.sft.epochs),
-        accumulate_grad_batches=plan.accumulate,
-        use_distributed_sampler=False,  # ShardedSampler shards itself (and resumes mid-epoch)
-        val_check_interval=cfg.sft.val_check_interval,
-        enable_model_summary=False,
-    )
-    if not has_val:
-        kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
-    return kwargs
-
-
 def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the adapter(s) of ``cfg.mode``; returns output paths and headline numbers per job."""
     cultures = validate_config(cfg)
-    plan = BatchPlan.from_config(cfg)
-    trainer_kwargs(cfg, plan, has_val=True)  # strategy errors (trainer=fsdp on CPUs) before any file is read
-    mode = str(cfg.mode.name)
+    settings = TrainSettings.from_config(cfg)
+    plan = BatchPlan.of(settings.sft, settings.trainer)
+    check_strategy(settings.trainer)  # strategy errors (trainer=fsdp on CPUs) before any file is read
+    mode = settings.mode.name
     # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
-    splits = prepare_splits(cfg, cultures, skip_empty=mode == "joint")
+    splits = prepare_splits(settings, cultures, skip_empty=mode == "joint")
     style = training_style(cfg)
     trained = [c for c in cultures if c in splits]
     jobs: list[tuple[str, list[str]]] = [("joint", trained)] if mode == "joint" else [(c, [c]) for c in cultures]
 
-    from culturespa.models.loader import ModelSpec, load_tokenizer
+    wvs = WVSData.load(settings.wvs_dir) if settings.data.system == "cct" else None
+    tokenizer = load_tokenizer(ModelSpec.from_config(settings.model), settings.cache_dir)
+    encoder = ExampleEncoder(tokenizer, style, settings.data.system, int(settings.data.cutoff_len), wvs)
 
-    wvs = None
-    if cfg.data.system == "cct":
-        from culturespa.data.survey import WVSData
-
-        wvs = WVSData.load(cfg.paths.wvs_dir)
-    tokenizer = load_tokenizer(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
-    encoder = ExampleEncoder(tokenizer, style, str(cfg.data.system), int(cfg.data.cutoff_len), wvs)
-
-    runs = {name: fit_job(cfg, name, codes, splits, encoder, plan, style, tokenizer, callbacks) for name, codes in jobs}
+    single_log_lines()
+    runs: dict[str, dict[str, Any]] = {}
+    for name, codes in jobs:
+        job = plan_job(settings, plan, name, codes, splits, fingerprint(cfg, name, codes))
+        if job.done is not None:
+            runs[name] = record_job(job, job.done)
+            continue
+        io = JobIO(
+            wandb_kwargs=wandb_settings(cfg, "train", name if name != "joint" else None),
+            track=functools.partial(track_training, cfg=cfg, adapter_dir=job.target),
+        )
+        run_job(settings, plan, job, encoder, style, tokenizer, io, callbacks)
+        runs[name] = record_job(job, None)
     _print_next(cfg, mode, runs)
     return {
         "mode": mode,
         "cultures": cultures,
         "skipped_cultures": [c for c in cultures if c not in splits],
-        "output_dir": str(cfg.sft.output_dir),
+        "output_dir": settings.sft.output_dir,
         "adapters": {name: run["adapter"] for name, run in runs.items()},
         "world_size": plan.world_size,
         "accumulate": plan.accumulate,
@@ -187,62 +212,59 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     }
 
 
-def fit_job(
-    cfg: DictConfig,
+@dataclass(frozen=True)
+class JobPlan:
+    """One Lightning fit, decided before anything is encoded or loaded: the joint adapter or one culture's."""
+
+    name: str
+    codes: list[str]
+    target: Path  # the adapter folder
+    checkpoint_dir: Path
+    fingerprint: str
+    train_pairs: list[Any]
+    val_pairs: list[Any]
+    steps_per_epoch: int
+    total_steps: int
+    resume: Resume | None
+    done: dict[str, Any] | None  # the finished adapter's metadata when it was trained with this config already
+
+
+@dataclass(frozen=True)
+class JobIO:
+    """What a job reports outside itself: its W&B logger's settings (None: off) and its lineage record."""
+
+    wandb_kwargs: dict[str, Any] | None
+    track: Callable[[list[Any]], None]
+
+
+def plan_job(
+    settings: TrainSettings,
+    plan: BatchPlan,
     name: str,
     codes: list[str],
     splits: dict[str, CultureSplit],
-    encoder: ExampleEncoder,
-    plan: BatchPlan,
-    style: PromptStyle,
-    tokenizer: Any,
-    callbacks: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """One Lightning fit: the joint adapter or one culture's adapter."""
-    import lightning as L
-    from lightning.pytorch.utilities import rank_zero_info
-
-    from culturespa.train.checkpoints import (
-        AdapterExport,
-        ValidationLedger,
-        checkpoint_callback,
-        find_resume,
-        read_meta,
-    )
-    from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
-    from culturespa.train.module import SFTModule
-    from culturespa.train.progress import progress_callbacks
-    from culturespa.utils.logs import single_log_lines
-
-    single_log_lines()
-
-    out = Path(str(cfg.sft.output_dir))
+    print_: str,
+) -> JobPlan:
+    """Where the job writes, what it trains on, how many steps, and whether it is done or resumes."""
+    out = Path(settings.sft.output_dir)
     target = out / "adapter" if name == "joint" else out / "adapters" / name
     ckpt_dir = out / "checkpoints" / name
-    print_ = fingerprint(cfg, name, codes)
-    train_pairs = shuffled([p for c in codes for p in splits[c].train], int(cfg.data.seed), name)
+    train_pairs = shuffled([p for c in codes for p in splits[c].train], int(settings.data.seed), name)
     val_pairs = [p for c in codes for p in splits[c].val]
-    summary: dict[str, Any] = {
-        "adapter": str(target),
-        "train_examples": len(train_pairs),
-        "val_examples": len(val_pairs),
-        "cultures": codes,
-        "fingerprint": print_,
-    }
+    spe = steps_per_epoch(len(train_pairs), plan.micro_batch_size, plan.world_size, plan.accumulate)
+    max_steps = int(settings.sft.max_steps)
+    total = max_steps if max_steps > 0 else spe * int(settings.sft.epochs)
+    job = JobPlan(name, codes, target, ckpt_dir, print_, train_pairs, val_pairs, spe, total, None, None)
 
-    done = read_meta(target)
-    if cfg.sft.resume and done and done.get("fingerprint") == print_:
+    meta = read_meta(target)
+    if settings.sft.resume and meta and meta.get("fingerprint") == print_:
         rank_zero_info(f"train {name}: adapter already trained with this config in {target}; skipping")
-        return summary | {"skipped": True, "train": done.get("train", {})}
+        return dataclasses.replace(job, done=meta)
     marker = ckpt_dir / FINGERPRINT_FILE
     has_ckpt = any(ckpt_dir.glob("*.ckpt"))
-    if cfg.sft.resume and has_ckpt and marker.is_file() and marker.read_text().strip() != print_:
+    if settings.sft.resume and has_ckpt and marker.is_file() and marker.read_text().strip() != print_:
         raise CultureSPAError(f"{ckpt_dir}: checkpoints of a different config; delete them or set sft.resume=false")
-    found = find_resume(ckpt_dir, bool(cfg.sft.resume))
-    ckpt_path = found.path if found else None
-
-    spe = steps_per_epoch(len(train_pairs), plan.micro_batch_size, plan.world_size, plan.accumulate)
-    total = int(cfg.sft.max_steps) if int(cfg.sft.max_steps) > 0 else spe * int(cfg.sft.epochs)
+    found = find_resume(ckpt_dir, bool(settings.sft.resume))
     rank_zero_info(
         f"train {name}: {len(train_pairs)} train / {len(val_pairs)} val examples, {total} optimiser steps "
         f"(global batch {plan.global_batch_size} = {plan.micro_batch_size} x {plan.accumulate} accumulation x "
@@ -250,28 +272,42 @@ def fit_job(
     )
     if found:
         rank_zero_info(f"train {name}: resuming from step {found.step} of {total} ({found.path})")
-    train_ex, val_ex = encoder.encode_all(train_pairs), encoder.encode_all(val_pairs)
+    return dataclasses.replace(job, resume=found)
 
-    plain_peft = OmegaConf.to_container(cfg.peft, resolve=True)
+
+def run_job(
+    settings: TrainSettings,
+    plan: BatchPlan,
+    job: JobPlan,
+    encoder: ExampleEncoder,
+    style: PromptStyle,
+    tokenizer: Any,
+    io: JobIO,
+    callbacks: Sequence[Any] = (),
+) -> None:
+    """Encode the job's examples and fit: the module, data, Trainer, loggers and callbacks of one adapter."""
+    train_ex, val_ex = encoder.encode_all(job.train_pairs), encoder.encode_all(job.val_pairs)
+    sft = settings.sft
     meta = {
-        "base_model": str(cfg.model.name),
-        "mode": str(cfg.mode.name),
-        "cultures": codes,
-        "peft": plain_peft,
-        "data_system": str(cfg.data.system),
-        "fingerprint": print_,
-        "train_examples": len(train_pairs),
-        "val_examples": len(val_pairs),
+        "base_model": str(settings.model["name"]),
+        "mode": settings.mode.name,
+        "cultures": job.codes,
+        "peft": settings.peft,
+        "data_system": settings.data.system,
+        "fingerprint": job.fingerprint,
+        "train_examples": len(job.train_pairs),
+        "val_examples": len(job.val_pairs),
     }
-    optim = {k: cfg.sft[k] for k in ("lr", "weight_decay", "warmup_ratio", "scheduler")}
+    optim = {"lr": sft.lr, "weight_decay": sft.weight_decay, "warmup_ratio": sft.warmup_ratio}
+    optim["scheduler"] = sft.scheduler
     module = SFTModule(
-        OmegaConf.to_container(cfg.model, resolve=True),
-        plain_peft,
+        settings.model,
+        settings.peft,
         optim,
-        str(cfg.paths.cache_dir),
-        total,
-        str(ckpt_dir),
-        int(cfg.seed),
+        settings.cache_dir,
+        job.total_steps,
+        str(job.checkpoint_dir),
+        settings.seed,
     )
     datamodule = SFTDataModule(
         train_ex,
@@ -279,54 +315,58 @@ def fit_job(
         plan.micro_batch_size,
         plan.accumulate,
         tokenizer.pad_token_id,
-        int(cfg.data.seed),
-        int(cfg.sft.num_workers),
+        int(settings.data.seed),
+        int(sft.num_workers),
     )
-    export = AdapterExport(target, style, OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))), meta)
-    loggers = make_loggers(cfg, name, name if name != "joint" else None)
-    trainer = L.Trainer(
-        **trainer_kwargs(cfg, plan, bool(val_ex)),
-        callbacks=[
-            *callbacks,
-            *progress_callbacks(cfg.trainer),
-            ValidationLedger(spe),
-            export,
-            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
-        ],
-        logger=loggers or False,
-        default_root_dir=str(out),
+    loggers = build_loggers(settings.logger, io.wandb_kwargs, job.name)
+    job_callbacks = [
+        *callbacks,
+        *build_callbacks(
+            settings.callbacks, job.checkpoint_dir, bool(settings.trainer.get("enable_progress_bar", True))
+        ),
+        ValidationLedger(job.steps_per_epoch),
+        AdapterExport(job.target, style, settings.config_yaml, meta),
+    ]
+    trainer = build_trainer(
+        settings.trainer, sft, plan.accumulate, bool(val_ex), job_callbacks, loggers, sft.output_dir
     )
     if trainer.is_global_zero:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(print_ + "\n")
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (job.checkpoint_dir / FINGERPRINT_FILE).write_text(job.fingerprint + "\n")
+    L.seed_everything(settings.seed, workers=True, verbose=False)
     # ShardedSampler skips the micro-batches already trained on, so Lightning's mid-epoch resume warning is moot
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable", category=Warning)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume.path if job.resume else None)
         if trainer.is_global_zero:
-            track_training(loggers, cfg, target)  # pairs in, adapter out (W&B lineage)
+            io.track(loggers)  # pairs in, adapter out (W&B lineage)
     finally:
         _finish_wandb(loggers)
-    result = read_meta(target) or {}
-    return summary | {"skipped": False, "train": result.get("train", {})}
+
+
+def record_job(job: JobPlan, done: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's summary: its adapter, examples and fingerprint, and the training numbers its metadata holds."""
+    meta = done if done is not None else (read_meta(job.target) or {})
+    return {
+        "adapter": str(job.target),
+        "train_examples": len(job.train_pairs),
+        "val_examples": len(job.val_pairs),
+        "cultures": job.codes,
+        "fingerprint": job.fingerprint,
+        "skipped": done is not None,
+        "train": meta.get("train", {}),
+    }
 
 
 def evaluate_command(cfg: DictConfig, adapter: str | Path) -> str:
     """The ``evaluate.py`` command for ``adapter``: this run's model/mode/culture/prompt choices, pasteable as is."""
-    import shlex
-
     keep = ("model", "mode", "cultures", "prompt", "templates", "experiment", "debug", "paths.")
-    from culturespa.utils.tracking import task_overrides
-
     picked = [o for o in task_overrides(cfg) if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
     return " ".join(["python evaluate.py", shlex.quote(f"eval.adapter={adapter}"), *map(shlex.quote, picked)])
 
 
 def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> None:
     """Where the adapter(s) went and the command that evaluates them."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     if rank_zero_only.rank != 0:
         return
     for name, run in runs.items():
@@ -340,8 +380,6 @@ def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> 
 
 def _finish_wandb(loggers: Sequence[Any]) -> None:
     """Close this job's W&B run so the next culture (specific mode) starts its own."""
-    from lightning.pytorch.loggers import WandbLogger
-
     for logger in loggers:
         if isinstance(logger, WandbLogger) and compat.wandb_logger_started(logger):
             logger.experiment.finish()

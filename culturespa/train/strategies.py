@@ -1,8 +1,8 @@
-"""Lightning strategies built from the ``trainer.strategy`` config node, and what FSDP changes for a LoRA adapter.
+"""The FSDP strategy of ``trainer=fsdp`` (its ``_target_``), and what FSDP changes for a LoRA adapter.
 
-A plain string (``auto``, ``ddp``, ``ddp_spawn``) goes to Lightning as it is. A mapping with ``name: fsdp`` builds an
-``FSDPStrategy``: each transformer block (class name ending in ``strategy.wrap``, e.g. ``LlamaDecoderLayer``) is one
-FSDP unit and each trainable LoRA leaf is a unit of its own, so every flat parameter holds one dtype (bf16 frozen base
+A plain ``trainer.strategy`` string (``auto``, ``ddp``, ``ddp_spawn``) goes to Lightning as it is; ``trainer=fsdp``
+instantiates ``fsdp_strategy``, an ``FSDPStrategy``: each transformer block (class name ending in ``strategy.wrap``,
+e.g. ``LlamaDecoderLayer``) is one FSDP unit and each trainable LoRA leaf is a unit of its own, so every flat parameter holds one dtype (bf16 frozen base
 weights next to fp32 LoRA weights would not flatten together) and frozen and trainable weights never share one;
 ``use_orig_params`` keeps the PEFT parameter names, which the optimiser, checkpoints and the adapter export rely on.
 Under FSDP the adapter export and the checkpoint gather full (unsharded) tensors on every rank first (a collective),
@@ -12,20 +12,15 @@ then rank 0 keeps only the adapter weights.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
+from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 
 from culturespa.errors import CultureSPAError
 
-FSDP_KEYS = {
-    "name",
-    "wrap",
-    "sharding_strategy",
-    "state_dict_type",
-    "cpu_offload",
-    "use_orig_params",
-}
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
@@ -45,53 +40,49 @@ def _wrap_rule(module: nn.Module, suffix: str) -> bool:
 
 def fsdp_wrap_policy(suffix: str) -> Any:
     """Auto-wrap policy: transformer blocks (class name ends with ``suffix``) and trainable LoRA leaves."""
-    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
-
     return functools.partial(lambda_auto_wrap_policy, lambda_fn=functools.partial(_wrap_rule, suffix=suffix))
 
 
-def build_strategy(spec: Any, accelerator: str = "gpu", quantized: bool = False) -> Any:
-    """``trainer.strategy``: a Lightning strategy name, or ``{name: fsdp, ...}`` for a configured FSDPStrategy.
+def fsdp_strategy(
+    accelerator: str = "gpu",
+    quantization: str = "none",
+    wrap: str = "DecoderLayer",
+    sharding_strategy: str = "FULL_SHARD",
+    state_dict_type: str = "full",
+    cpu_offload: bool = False,
+    use_orig_params: bool = True,
+    **unknown: Any,
+) -> Any:
+    """The ``_target_`` of ``trainer=fsdp``: an ``FSDPStrategy`` that suits a LoRA adapter (see the module docstring).
 
     FSDP needs GPUs: Lightning 2.6 refuses it on the CPU (Lightning-AI/pytorch-lightning#21812) and so does PyTorch's
     FSDP itself ("FSDP needs a non-CPU accelerator device"), hence a one-line error instead of their tracebacks.
     """
-    if not isinstance(spec, dict):
-        return spec
     if str(accelerator) == "cpu":
         raise CultureSPAError(
             "trainer=fsdp needs GPUs (sft.accelerator=cpu): Lightning and PyTorch FSDP do not run on the CPU; "
             "use trainer=ddp (gloo) on CPUs"
         )
-    name = str(spec.get("name", ""))
-    if name != "fsdp":
-        raise CultureSPAError(f"trainer.strategy.name={name!r} is not valid; a strategy mapping supports: fsdp")
-    if quantized:
+    if str(quantization) != "none":
         raise CultureSPAError(
             "trainer=fsdp with a quantised base (peft=qlora) is not supported: 4-bit weights do not shard with "
             "FSDP here; use trainer=ddp (one 4-bit copy per rank)"
         )
-    unknown = sorted(set(spec) - FSDP_KEYS)
     if unknown:
-        raise CultureSPAError(f"trainer.strategy: unknown key(s) {unknown}; valid: {', '.join(sorted(FSDP_KEYS))}")
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    state_dict_type = str(spec.get("state_dict_type", "full"))
-    if state_dict_type not in ("full", "sharded"):
+        valid = ", ".join(sorted(set(inspect.signature(fsdp_strategy).parameters) - {"unknown"}))
+        raise CultureSPAError(f"trainer.strategy: unknown key(s) {sorted(unknown)}; valid: {valid}")
+    if str(state_dict_type) not in ("full", "sharded"):
         raise CultureSPAError(f"trainer.strategy.state_dict_type={state_dict_type!r}; choose one of: full, sharded")
-    suffix = str(spec.get("wrap") or "DecoderLayer")
     return FSDPStrategy(
-        auto_wrap_policy=fsdp_wrap_policy(suffix),
-        sharding_strategy=str(spec.get("sharding_strategy", "FULL_SHARD")),
+        auto_wrap_policy=fsdp_wrap_policy(str(wrap or "DecoderLayer")),
+        sharding_strategy=str(sharding_strategy),
         state_dict_type=state_dict_type,  # type: ignore[arg-type]
-        cpu_offload=bool(spec.get("cpu_offload", False)),
-        use_orig_params=bool(spec.get("use_orig_params", True)),
+        cpu_offload=bool(cpu_offload),
+        use_orig_params=bool(use_orig_params),
     )
 
 
 def is_fsdp(strategy: Any) -> bool:
-    from lightning.pytorch.strategies import FSDPStrategy
-
     return isinstance(strategy, FSDPStrategy)
 
 

@@ -1,0 +1,311 @@
+"""Typed settings per config group (LitGPT-style dataclasses) and the one place their values are checked.
+
+Each dataclass mirrors one ``conf/<group>/*.yaml``; a field's ``rule`` says which values it takes. ``check_values``
+walks every rule over the composed config before any model or data is loaded, so ``decoding.mode=beam``,
+``data.fraction=1.5`` or ``sft.lr=abc`` fail at once with one line naming the key, the value and what is valid.
+Keys the YAML leaves out take the field's default (``decoding.top_k``, ``sft.checkpoint_minutes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from culturespa.errors import CultureSPAError
+
+S = TypeVar("S", bound="GroupSettings")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def problem(self, key: str, value: Any) -> str | None:
+        if value in self.choices:
+            return None
+        return f"{key}={value!r} is not valid; choose one of: {', '.join(self.choices)}"
+
+
+@dataclass(frozen=True)
+class Between:
+    """A number in ``(low, high]`` (``[low, high]`` when ``low_inclusive``)."""
+
+    low: float
+    high: float
+    low_inclusive: bool = False
+
+    def problem(self, key: str, value: Any) -> str | None:
+        interval = f"{'[' if self.low_inclusive else '('}{self.low}, {self.high}]"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key}={value!r} is not a number; valid: {interval}"
+        above = self.low <= value if self.low_inclusive else self.low < value
+        return None if above and value <= self.high else f"{key}={value!r} is out of range; valid: {interval}"
+
+
+@dataclass(frozen=True)
+class Count:
+    """An integer of at least ``low`` (1: positive, 0: non-negative)."""
+
+    low: int = 1
+
+    def problem(self, key: str, value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= self.low:
+            return None
+        return f"{key}={value!r} must be a {'positive' if self.low == 1 else 'non-negative'} integer"
+
+
+@dataclass(frozen=True)
+class Positive:
+    """A number above zero."""
+
+    def problem(self, key: str, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key}={value!r} is not a number; give a number > 0"
+        return None if value > 0 and math.isfinite(value) else f"{key}={value!r} must be a number > 0"
+
+
+Rule = OneOf | Between | Count | Positive
+
+
+def checked(default: Any = None, rule: Rule | None = None) -> Any:
+    """A field with its default and the rule its value must pass (``None``, i.e. null or absent, always passes)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
+
+
+def rule_of(f: dataclasses.Field) -> Rule | None:
+    return f.metadata.get("rule")
+
+
+class GroupSettings:
+    """A config group as a frozen dataclass; ``group`` is its top-level key."""
+
+    group: ClassVar[str]
+
+    @classmethod
+    def from_config(cls: type[S], node: Any) -> S:
+        """The typed settings of a composed group node (resolved; keys it does not declare are left out). Values are
+        checked by ``check_values`` at start-up, not here."""
+        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+        assert isinstance(plain, dict)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in plain.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModeSettings(GroupSettings):
+    group: ClassVar[str] = "mode"
+    name: str = checked("joint", OneOf(("joint", "specific")))
+
+
+@dataclass(frozen=True)
+class ModelSettings(GroupSettings):
+    group: ClassVar[str] = "model"
+    name: str = checked("model")
+    source: str = checked("hf", OneOf(("hf", "gguf_wheel", "tiny_random")))
+    path: str | None = checked()
+    gguf_package: str | None = checked()
+    gguf_file: str | None = checked()
+    dtype: str = checked("auto", OneOf(("float32", "bfloat16", "float16", "auto")))
+    chat_template: str | None = checked()
+    lora_target_modules: list[str] = checked([])
+    trust_remote_code: bool = checked(False)
+    tiny: dict[str, Any] | None = checked()
+
+
+@dataclass(frozen=True)
+class PeftSettings(GroupSettings):
+    group: ClassVar[str] = "peft"
+    name: str = checked("lora")
+    quantization: str = checked("none", OneOf(("none", "4bit", "8bit")))
+    compute_dtype: str = checked("float32", OneOf(("float32", "bfloat16", "float16")))
+    double_quant: bool = checked(True)
+    r: int = checked(8, Count())
+    alpha: float = checked(16)
+    dropout: float = checked(0.0)
+    target_modules: list[str] = checked([])
+    gradient_checkpointing: bool = checked(False)
+
+
+@dataclass(frozen=True)
+class PromptSettings(GroupSettings):
+    group: ClassVar[str] = "prompt"
+    name: str = checked("p1")
+    system: str = checked("aware", OneOf(("unaware", "aware", "cct")))
+    n_examples: int = checked(0, Count(0))
+    n_similar: int | None = checked(None, Count())  # cct prompts: most/least similar cultures named
+
+
+@dataclass(frozen=True)
+class DecodingSettings(GroupSettings):
+    group: ClassVar[str] = "decoding"
+    mode: str = checked("greedy", OneOf(("sample", "greedy", "logprob")))
+    temperature: float = checked(1.0, Between(0.0, 10.0))
+    top_p: float = checked(1.0, Between(0.0, 1.0))
+    top_k: int = checked(50, Count(0))  # 0 = off
+    max_new_tokens: int = checked(16, Count(0))
+    reject_option_lists: bool = checked(False)
+    parse: str = checked("first_integer")
+
+
+@dataclass(frozen=True)
+class DataSettings(GroupSettings):
+    group: ClassVar[str] = "data"
+    criterion: str = checked("answer", OneOf(("answer", "majority", "distribution", "none")))
+    js_threshold: float = checked(0.1, Between(0.0, 1.0, low_inclusive=True))
+    samples: int = checked(1)  # checked with the criterion (culturespa.generate.criteria.config_errors)
+    noise_replicates: int = checked(1)
+    alpha: float = checked(0.05, Between(0.0, 1.0))
+    null_quantile: float = checked(0.95, Between(0.0, 1.0))
+    bootstrap: int = checked(1000)
+    ci_level: float = checked(0.95, Between(0.0, 1.0))
+    fraction: float = checked(1.0, Between(0.0, 1.0))
+    val_fraction: float = checked(0.05, Between(0.0, 0.5, low_inclusive=True))
+    cutoff_len: int = checked(512, Count())
+    system: str = checked("aware", OneOf(("aware", "cct")))
+    seed: int = checked(42)
+
+
+@dataclass(frozen=True)
+class EngineSettings(GroupSettings):
+    group: ClassVar[str] = "engine"
+    batch_size: int = checked(32, Count())
+    max_padding: float | None = checked(0.1)
+    sort_by_length: bool = checked(True)
+    prefix_cache: bool = checked(True)
+    device: str = checked("auto")
+    prepack: bool = checked(True)
+
+
+@dataclass(frozen=True)
+class QuestionsSettings(GroupSettings):
+    group: ClassVar[str] = "questions"
+    per_topic: int = checked(10, Count())
+    topics: Any = checked("all")
+    n_examples: int = checked(5, Count())
+    n_generated: int = checked(2, Count(0))
+    max_retries: int = checked(5, Count(0))
+    temperature: float = checked(0.9, Between(0.0, 10.0))
+    top_p: float = checked(0.95, Between(0.0, 1.0))
+    top_k: int = checked(50, Count(0))  # 0 = off
+    max_new_tokens: int = checked(256, Count())
+    batch_size: int = checked(16, Count())
+    output: str = checked("")
+
+
+@dataclass(frozen=True)
+class AnswersSettings(GroupSettings):
+    group: ClassVar[str] = "answers"
+    setting: str = checked("unaware", OneOf(("unaware", "aware", "cct")))
+    input: str = checked("")
+    output_dir: str = checked("")
+    limit: int | None = checked(None, Count())
+    n_similar: int = checked(3, Count())
+    resume_chunk: int = checked(256, Count())
+    shard: str | None = checked()
+
+
+@dataclass(frozen=True)
+class EvalSettings(GroupSettings):
+    group: ClassVar[str] = "eval"
+    source: str = checked("model", OneOf(("model", "predictions")))
+    adapter: str | None = checked()
+    predictions: dict[str, Any] = checked({})
+    runs: int = checked(1, Count())
+    limit: int | None = checked(None, Count())
+    output_dir: str = checked("")
+    bootstrap: dict[str, Any] = checked({})
+    suite: str = checked("wvs", OneOf(("wvs", "general", "relations")))
+    general: dict[str, Any] = checked({})
+
+
+@dataclass(frozen=True)
+class SFTSettings(GroupSettings):
+    group: ClassVar[str] = "sft"
+    pairs_dir: str = checked("")
+    output_dir: str = checked("")
+    lr: float = checked(1.0e-4, Between(0.0, 1.0))
+    weight_decay: float = checked(0.0)
+    epochs: int = checked(1, Count())
+    max_steps: int = checked(-1)  # > 0 caps optimiser steps
+    warmup_ratio: float = checked(0.1, Between(0.0, 1.0, low_inclusive=True))
+    scheduler: str = checked("cosine", OneOf(("cosine", "linear")))
+    global_batch_size: int = checked(128, Count())
+    micro_batch_size: int = checked(4, Count())
+    val_check_interval: float = checked(1.0, Positive())
+    save_every_n_steps: int = checked(50, Count())
+    checkpoint_minutes: float | None = checked(None, Positive())  # also by wall time (null = steps only)
+    resume: bool = checked(True)
+    num_workers: int = checked(0, Count(0))
+    accelerator: str = checked("auto")
+    precision: str = checked("32-true")
+
+
+GROUPS: tuple[type[GroupSettings], ...] = (
+    ModeSettings,
+    ModelSettings,
+    PeftSettings,
+    PromptSettings,
+    DecodingSettings,
+    DataSettings,
+    EngineSettings,
+    QuestionsSettings,
+    AnswersSettings,
+    EvalSettings,
+    SFTSettings,
+)
+
+
+def check_values(cfg: DictConfig | dict[str, Any]) -> list[str]:
+    """One message per value that breaks its field's rule (null and absent keys pass)."""
+    errors: list[str] = []
+    for cls in GROUPS:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            rule = rule_of(f)
+            key = f"{cls.group}.{f.name}"
+            value = _value(cfg, key)
+            if rule is not None and value is not None and (problem := rule.problem(key, value)):
+                errors.append(problem)
+    gbs, mbs = _value(cfg, "sft.global_batch_size"), _value(cfg, "sft.micro_batch_size")
+    if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
+        errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
+    return errors
+
+
+def check_group(cls: type[GroupSettings], node: Any) -> None:
+    """Raise one line for the first bad value of one group's node (loaders called without the whole config)."""
+    errors = check_values({cls.group: dict(node or {})})
+    own = [e for e in errors if e.startswith(f"{cls.group}.")]
+    if own:
+        raise CultureSPAError("; ".join(own))
+
+
+def build(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the node at ``key`` (its ``_target_`` with its values, ``kwargs`` over them) as
+    plain Python values; a target's own one-line error comes out as it is, any other failure as one line naming
+    the key and its target."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, CultureSPAError):
+            raise cause from None
+        target = node.get("_target_") if isinstance(node, (DictConfig, dict)) else None
+        reason = (str(cause or err).strip().splitlines() or [type(cause).__name__])[0]
+        raise CultureSPAError(f"{key}._target_={target!r}: cannot build it ({reason})") from None
+
+
+def _value(cfg: DictConfig | dict[str, Any], key: str) -> Any:
+    """``group.name`` from a composed config or from plain ``{group: {name: value}}`` data (None when absent)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.select(cfg, key, default=None)
+    group, _, name = key.partition(".")
+    node = cfg.get(group)
+    return node.get(name) if isinstance(node, dict) else None
