@@ -84,7 +84,7 @@ def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
     plain = to_plain(cfg)
     # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
-    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision")
+    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision", "checkpoint_minutes")
     sft = {k: v for k, v in plain["sft"].items() if k not in skip}
     picked = {
         "job": job,
@@ -206,6 +206,7 @@ def fit_job(
         checkpoint_callback,
         find_resume,
         read_meta,
+        resume_line,
     )
     from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
     from culturespa.train.module import SFTModule
@@ -246,8 +247,7 @@ def fit_job(
         f"(global batch {plan.global_batch_size} = {plan.micro_batch_size} x {plan.accumulate} accumulation x "
         f"{plan.world_size} devices)"
     )
-    if found:
-        rank_zero_info(f"train {name}: resuming from step {found.step} of {total} ({found.path})")
+    rank_zero_info(f"train {name}: {resume_line(found, total, bool(cfg.sft.resume))}")
     train_ex, val_ex = encoder.encode_all(train_pairs), encoder.encode_all(val_pairs)
 
     plain_peft = OmegaConf.to_container(cfg.peft, resolve=True)
@@ -289,7 +289,7 @@ def fit_job(
             *progress_callbacks(cfg.trainer),
             ValidationLedger(spe),
             export,
-            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps)),
+            checkpoint_callback(ckpt_dir, int(cfg.sft.save_every_n_steps), cfg.sft.get("checkpoint_minutes")),
         ],
         logger=loggers or False,
         default_root_dir=str(out),

@@ -32,6 +32,7 @@ EXCLUDED = (
     "paths.log_dir",
     "sft.output_dir",
     "sft.resume",
+    "sft.checkpoint_minutes",
     "sft.num_workers",
     "eval.output_dir",
 )
