@@ -71,6 +71,7 @@ _NOT_IDENTITY = {
     "answers.shard",  # how the answers were split over jobs: the merged files are the same
     "sft.accelerator",  # where training runs, not what it trains
     "sft.precision",  # hashed as trainer.precision
+    "sft.checkpoint_minutes",  # when training checkpoints, not what it trains
     "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
     "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
     "data.ci_level",
@@ -362,12 +363,8 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
     console.print(files)
     from culturespa.evaluate.comparison import print_comparison
 
-    print_comparison(comparison, console)
-    if comparison.get("references"):
-        from culturespa.evaluate.references import describe
-
-        console.print(describe(comparison["references"]))
     console.print(f"comparison written to {comparison['comparison_file']}")
+    print_comparison(comparison, console)  # the table, the references and, last, the verdict paragraph
 
 
 def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:
