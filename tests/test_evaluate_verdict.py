@@ -63,9 +63,7 @@ def test_a_clear_positive_difference_is_distinguishable_with_holm_named() -> Non
         {"USA": 0.001, "CHN": 0.02, "IND": 0.30},  # Holm: 0.003, 0.04, 0.30
         REFS,
     )
-    assert (
-        "The difference +6.00 [4.50, 7.50] (p = 0.001, test) is distinguishable from zero (CultureSPA higher)" in text
-    )
+    assert "The difference +6.00 [4.50, 7.50] (p = 0.001) is distinguishable from zero (CultureSPA higher)" in text
     assert "2 of 3 per-culture differences have a Holm-adjusted p < 0.05 (CHN, USA)" in text
     assert "CultureSPA 72.00 [71.00, 73.00] is above every reference: chance (uniform random) 53.10" in text
     assert "a culture-specific signal" in text

@@ -90,10 +90,10 @@ def difference(delta: Estimate, p: float | None, confidence: float, p_method: st
     if delta.value == 0.0 and delta.lo == 0.0 and delta.hi == 0.0:
         return f"the difference is exactly {delta.shown(signed=True)}: the two systems' scored answers are the same"
     excludes = delta.lo is not None and delta.hi is not None and (delta.lo > 0 or delta.hi < 0)
-    test = f"{p_method} test" if p_method else "test"
+    test = f", {p_method} test" if p_method else ""
     if p is not None:
         clear = p < alpha
-        text = f"the difference {delta.shown(signed=True)} (p = {p:.3f}, {test})"
+        text = f"the difference {delta.shown(signed=True)} (p = {p:.3f}{test})"
         if clear != excludes and delta.lo is not None:
             text += f"; borderline: its {confidence * 100:g}% interval {'excludes' if excludes else 'includes'} 0"
     else:
