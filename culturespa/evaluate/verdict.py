@@ -26,7 +26,7 @@ REFERENCE_LABELS = {
 NO_SIGNAL = {
     "smollm2_135m": "SmolLM2-135M, the embedded demo model, holds no measurable culture signal (docs/results.md): "
     "these numbers show that the pipeline runs, not whether CultureSPA works",
-    "tiny_random": "tiny_random has random weights: these numbers only show that the pipeline runs",
+    "tiny_random": "the tiny_random test model has random weights: these numbers only show that the pipeline runs",
 }
 SAME = 0.005  # scores this close are equal as printed (two decimals)
 
