@@ -35,7 +35,7 @@ from culturespa.entry import check_group_overrides, set_offline_defaults, task_w
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.analyses import compare, log_outputs
 from culturespa.evaluate.comparison import ADDED_KEYS, attach_comparison, log_uncertainty, print_comparison
-from culturespa.evaluate.references import averages, describe
+from culturespa.evaluate.references import averages
 from culturespa.evaluate.run import evaluate
 from culturespa.evaluate.uncertainty import BootstrapSettings
 from culturespa.generate.merge_answers import fan_out
@@ -309,9 +309,8 @@ def _print_report(comparison: dict[str, Any], stages: list[Stage]) -> None:
         files.add_row(stage.name, "ran" if stage.ran else "reused", f"{stage.seconds:.1f}", str(stage.folder))
     console.print(files)
     print_comparison(comparison, console)
-    if comparison.get("references"):
-        console.print(describe(comparison["references"]))
     console.print(f"comparison written to {comparison['comparison_file']}")
+    print_comparison(comparison, console)  # the table, the references and, last, the verdict paragraph
 
 
 def _log_comparison(cfg: DictConfig, comparison: dict[str, Any]) -> None:

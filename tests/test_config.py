@@ -124,7 +124,7 @@ def test_run_dirs_are_named_from_overrides(tmp_path: Path) -> None:
     hydra_cfg = cfg.hydra
     assert "${cs_run_dir:multirun}" in OmegaConf.to_container(hydra_cfg, resolve=False)["sweep"]["subdir"]
     assert Path(str(hydra_cfg.run.dir)).name.startswith("data.fraction-0.2+mode-specific-")
-    assert slug("data.fraction=0.2,mode=specific") == "data.fraction=0.2,mode=specific"
+    assert slug("data.fraction=0.2,mode=specific") == "data.fraction-0.2+mode-specific"  # no = (issue 22)
     assert "/" not in slug("filter.input=/a/b/c")
     long = slug("x" * 500)
     assert len(long) <= 80 and long != slug("x" * 499)
@@ -160,7 +160,7 @@ def test_wandb_names_come_from_overrides_even_without_the_hydra_node(tmp_path: P
     stripped = cfg.copy()
     with open_dict(stripped):
         stripped.pop("hydra")
-    assert run_name(stripped) == run_name(cfg) == "train-data.fraction=0.5,mode=specific"
+    assert run_name(stripped) == run_name(cfg) == "train-data.fraction-0.5+mode-specific"  # spelled as run folders
     assert run_group(stripped) == run_name(cfg)
     settings = wandb_settings(stripped, "train")
     assert settings is not None and settings["job_type"] == "train" and settings["project"] == "culturespa"

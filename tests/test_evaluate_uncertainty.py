@@ -270,5 +270,6 @@ def test_printed_tables_show_intervals(capsys: pytest.CaptureFixture[str]) -> No
     comparison = {"model": "m", "prompt": "p1", "cultures": [culture], "average": keys}
     print_comparison({**comparison, "uncertainty": {"confidence": 0.9, "p_value": "permutation"}}, Console())
     out = capsys.readouterr().out
-    assert out.count("40.07 [38.90, 41.20]") == 4 and "-1.27 [-2.10, -0.40]" in out and "0.004" in out
+    # twice in each table (culture, average) and once in each verdict paragraph
+    assert out.count("40.07 [38.90, 41.20]") == 4 + 2 and "-1.27 [-2.10, -0.40]" in out and "0.004" in out
     assert "[90% CI]" in out and "permutation test" in out

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -348,3 +349,66 @@ def test_reading_the_umask_does_not_change_it(monkeypatch: pytest.MonkeyPatch) -
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+# ---- wall-time checkpoints and the resume line (issue 22) -----------------------------------------------------------
+class _SlowSteps(L.Callback):
+    """Each micro-batch takes ``seconds`` longer, so the wall-time checkpoint comes long before any step one."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: object) -> None:
+        time.sleep(self.seconds)
+
+
+@pytest.mark.slow
+def test_kill_before_the_first_step_checkpoint_resumes_from_the_wall_time_one(make_cfg, tmp_path: Path, caplog) -> None:
+    from safetensors.torch import load_file
+
+    from culturespa.train.run import train
+    from tests.test_train_run import KillAt
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 24})
+    cfg = _checkpointing_train(make_cfg, pairs, "sft.max_steps=4", "sft.save_every_n_steps=1000")
+    with caplog.at_level(logging.INFO):
+        straight = train(cfg(tmp_path / "a"))
+    assert "train joint: no checkpoint yet: starting from step 0" in caplog.text
+
+    slow = _checkpointing_train(
+        make_cfg, pairs, "sft.max_steps=4", "sft.save_every_n_steps=1000", "sft.checkpoint_minutes=0.02"
+    )  # 1.2 s; a step takes 2 x 0.7 s here
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(slow(tmp_path / "b"), callbacks=[_SlowSteps(0.7), KillAt(3)])
+    found = find_resume(tmp_path / "b" / "checkpoints" / "joint", True)
+    assert found is not None and found.step == 3 and found.reason == "wall time"
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        resumed = train(slow(tmp_path / "b"))
+    written = time.strftime("%H:%M", time.localtime(found.written))
+    assert f"resuming from step 3 of 4 (checkpoint written {written}, reason: wall time)" in caplog.text
+    a = load_file(Path(straight["adapters"]["joint"]) / "adapter_model.safetensors")
+    b = load_file(Path(resumed["adapters"]["joint"]) / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # byte-exact, as step checkpoints
+
+
+def test_resume_line_names_step_time_and_reason(tmp_path: Path) -> None:
+    from culturespa.train.checkpoints import WHY_KEY, resume_line
+
+    assert resume_line(None, 10) == "no checkpoint yet: starting from step 0"
+    assert resume_line(None, 10, resume=False) == "sft.resume=false: starting from step 0"
+    written = time.mktime((2026, 1, 2, 9, 5, 0, 0, 0, -1))
+    torch.save({"state_dict": {}, "global_step": 7, WHY_KEY: {"reason": "steps", "written": written}}, tmp_path / LAST)
+    line = resume_line(find_resume(tmp_path, True), 50)
+    assert line == f"resuming from step 7 of 50 (checkpoint written 2026-01-02 09:05, reason: steps): {tmp_path / LAST}"
+    _ckpt(tmp_path / LAST, 4)  # a checkpoint from before the record: its file time, no reason
+    assert resume_line(find_resume(tmp_path, True), 50).startswith("resuming from step 4 of 50 (checkpoint written ")
+
+
+@pytest.mark.parametrize("minutes", [0, -1, "often", True])
+def test_checkpoint_minutes_must_be_positive_or_null(minutes: object) -> None:
+    from culturespa.train.checkpoints import checkpoint_callback
+
+    with pytest.raises(CultureSPAError, match=rf"sft.checkpoint_minutes={minutes!r} must be a positive number"):
+        checkpoint_callback("x", 50, minutes)  # type: ignore[arg-type]
+    assert checkpoint_callback("x", 50, None).minutes is None

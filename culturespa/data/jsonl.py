@@ -127,15 +127,35 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic_write(Path(path), lambda h: h.write(text))
 
 
+def count_records(path: str | Path) -> int:
+    """Non-blank lines of a JSONL file (0 when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def refuse_fewer(path: str | Path, count: int, how: str) -> None:
+    """A finished stage file is never replaced by fewer records: when ``path`` holds more than the ``count`` this run
+    would write, stop with one line naming the file, both counts and the ways forward (``how``); nothing is written."""
+    held = count_records(path)
+    if count < held:
+        raise fail(path, f"holds {held} records; this run would replace it with {count}; {how}")
+
+
 class ResumableJsonl:
     """Append-only JSONL output that resumes after a kill.
 
     Records go to ``<path>.part``; ``done`` holds the keys already written. ``finish`` writes the final file in the
-    order given by ``order`` (so a resumed run equals an uninterrupted one) and removes the part file.
+    order given by ``order`` (so a resumed run equals an uninterrupted one) and removes the part file. With
+    ``never_fewer`` (the ways forward, for the message) ``finish`` refuses to replace a final file holding more records
+    (:func:`refuse_fewer`), keeping the part file, so the records of this run are not lost either.
     """
 
-    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], str], never_fewer: str | None = None) -> None:
         self.path = Path(path)
+        self.never_fewer = never_fewer
         self.part = self.path.with_name(self.path.name + ".part")
         self.key = key
         self.records: dict[str, dict[str, Any]] = {}
@@ -208,6 +228,8 @@ class ResumableJsonl:
         self._handle.close()
         keys = list(order) if order is not None else list(self.records)
         final = [self.records[k] for k in keys if k in self.records]
+        if self.never_fewer is not None:
+            refuse_fewer(self.path, len(final), f"this run's records stay in {self.part}; {self.never_fewer}")
         write_jsonl(self.path, final)
         self.part.unlink(missing_ok=True)
         return final

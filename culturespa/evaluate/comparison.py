@@ -16,14 +16,17 @@ from typing import Any
 from culturespa.data.jsonl import read_jsonl
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.multiplicity import holm
 from culturespa.evaluate.scoring import items_by_culture
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, paired_comparison
+from culturespa.evaluate.verdict import Estimate, comparison_verdict
 
 log = logging.getLogger(__name__)
 
 ANSWERS_DIR = "answers"
 # The keys a comparison row (and its average) gains; "base"/"culturespa" themselves stay the alignment.json scores.
 ADDED_KEYS = ("base_lo", "base_hi", "culturespa_lo", "culturespa_hi", "delta", "delta_lo", "delta_hi", "p")
+HOLM_KEY = "p_holm"  # per culture only: the p-value after Holm's adjustment over the cultures
 
 
 def load_answers(folder: str | Path, prompt: str, cultures: Sequence[str]) -> dict[str | None, list[dict[str, Any]]]:
@@ -77,17 +80,41 @@ def attach_comparison(
         return comparison
     for row in comparison["cultures"]:
         row.update({k: found["cultures"][row["culture"]][k] for k in ADDED_KEYS})
+    for row, adjusted in zip(comparison["cultures"], holm([r["p"] for r in comparison["cultures"]]), strict=True):
+        row[HOLM_KEY] = adjusted
     comparison["average"].update({k: found["average"][k] for k in ADDED_KEYS})
     comparison["uncertainty"] = {
         **settings.describe(),
         "p_value": found["p_method"],
         "resampled": "questions and runs, the same for both systems (paired)",
+        "per_culture_p": "p_holm: Holm-adjusted over the cultures (family-wise); p: unadjusted",
     }
+    comparison["verdict"] = verdict(comparison)
     return comparison
 
 
+def verdict(comparison: dict[str, Any]) -> str:
+    """The paragraph under the table (:mod:`culturespa.evaluate.verdict`), from a ``comparison.json`` body."""
+    average, about = comparison["average"], comparison.get("uncertainty") or {}
+    delta = (
+        None if average["base"] is None or average["culturespa"] is None else average["culturespa"] - average["base"]
+    )
+    return comparison_verdict(
+        comparison.get("model"),
+        Estimate(average["base"], average.get("base_lo"), average.get("base_hi")),
+        Estimate(average["culturespa"], average.get("culturespa_lo"), average.get("culturespa_hi")),
+        Estimate(delta, average.get("delta_lo"), average.get("delta_hi")),
+        average.get("p"),
+        {row["culture"]: row.get("p") for row in comparison["cultures"]},
+        comparison.get("references") or {},
+        float(about.get("confidence") or 0.95),
+        about.get("p_value"),
+    )
+
+
 def print_comparison(comparison: dict[str, Any], console: Any) -> None:
-    """The terminal table: base, CultureSPA and Δ each as ``40.07 [38.90, 41.20]``, the p-value, valid answers."""
+    """The terminal table: base, CultureSPA and Δ each as ``40.07 [38.90, 41.20]``, the p-value unadjusted and
+    Holm-adjusted, valid answers; then the references and, last, the verdict paragraph."""
     from rich.console import Console
     from rich.table import Table
 
@@ -99,8 +126,9 @@ def print_comparison(comparison: dict[str, Any], console: Any) -> None:
         title=f"WVS alignment ({comparison['model']}, prompt {comparison['prompt']}): base vs CultureSPA",
         caption=f"[{level * 100:g}% CI], paired: same questions and runs for both" if level else None,
     )
-    for column in ("culture", "base", "CultureSPA", "Δ", "p", "valid (base/CSPA)"):
+    for column in ("culture", "base", "CultureSPA", "Δ", "p", "p Holm", "valid (base/CSPA)"):
         table.add_column(column, justify="right", no_wrap=column != "valid (base/CSPA)")
+    holm_adjusted = holm([row.get("p") for row in comparison["cultures"]])  # as attach_comparison stores it
 
     def cells(row: dict[str, Any]) -> list[str]:
         delta = None if row["base"] is None or row["culturespa"] is None else row["culturespa"] - row["base"]
@@ -111,20 +139,32 @@ def print_comparison(comparison: dict[str, Any], console: Any) -> None:
             "-" if row.get("p") is None else f"{row['p']:.3f}",
         ]
 
-    for row in comparison["cultures"]:
-        table.add_row(row["culture"], *cells(row), f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}")
-    table.add_row("average", *cells(comparison["average"]), "")
-    Console(width=max(console.width, 116)).print(table)  # intervals unwrapped even in an 80-column log
+    for row, adjusted in zip(comparison["cultures"], holm_adjusted, strict=True):
+        valid = f"{row['base_valid']}/{row['culturespa_valid']} of {row['total']}"
+        table.add_row(row["culture"], *cells(row), "-" if adjusted is None else f"{adjusted:.3f}", valid)
+    table.add_row("average", *cells(comparison["average"]), "", "")
+    Console(width=max(console.width, 124)).print(table)  # intervals unwrapped even in an 80-column log
     if about.get("p_value"):
-        console.print(f"p: {about['p_value']} test of no difference (culturespa/evaluate/README.md)")
+        console.print(
+            f"p: {about['p_value']} test of no difference; p Holm: per culture, Holm-adjusted over the "
+            f"{len(comparison['cultures'])} cultures (culturespa/evaluate/README.md)",
+            markup=False,
+        )
     elif about.get("error"):
-        console.print(f"no intervals: {about['error']}")
+        console.print(f"no intervals: {about['error']}", markup=False)
+    if comparison.get("references"):
+        from culturespa.evaluate.references import describe
+
+        console.print(describe(comparison["references"]), markup=False)
+    console.print(verdict(comparison), markup=False)
 
 
 def log_uncertainty(run: Any, comparison: dict[str, Any]) -> None:
     """W&B summary keys for error bars: ``average/{base,culturespa,delta}_{lo,hi}``, ``average/delta``,
-    ``average/p``, and per culture ``delta/{CODE}``, ``delta/{CODE}_lo``, ``delta/{CODE}_hi``, ``p/{CODE}``."""
+    ``average/p``, and per culture ``delta/{CODE}``, ``delta/{CODE}_lo``, ``delta/{CODE}_hi``, ``p/{CODE}``,
+    ``p_holm/{CODE}`` (Holm-adjusted over the cultures)."""
     run.summary.update({f"average/{k}": comparison["average"].get(k) for k in ADDED_KEYS})
     for row in comparison["cultures"]:
         run.summary.update({f"delta/{row['culture']}{s}": row.get(f"delta{s}") for s in ("", "_lo", "_hi")})
         run.summary[f"p/{row['culture']}"] = row.get("p")
+        run.summary[f"p_holm/{row['culture']}"] = row.get(HOLM_KEY)

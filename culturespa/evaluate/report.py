@@ -50,7 +50,18 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
     if results.get("references"):
         from culturespa.evaluate.references import averages, describe
 
-        console.print(describe(averages(results["references"])))
+        console.print(describe(averages(results["references"])), markup=False)
+    console.print(verdict(results), markup=False)
+
+
+def verdict(results: dict[str, Any]) -> str:
+    """The paragraph under the table (:mod:`culturespa.evaluate.verdict`), from an ``alignment.json`` body."""
+    from culturespa.evaluate.verdict import Estimate, evaluation_verdict
+
+    average = Estimate(results["average"], results.get("average_lo"), results.get("average_hi"))
+    scores = {code: row["score"] for code, row in results["cultures"].items()}
+    model = (results.get("setting") or {}).get("model")
+    return evaluation_verdict(model, average, scores, results.get("references"))
 
 
 def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") -> None:

@@ -30,6 +30,7 @@ from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.references import describe
 from culturespa.evaluate.seed_report import add_report_args, read_summary_json, spread, write_report
 from culturespa.evaluate.uncertainty import BootstrapSettings, over_seeds
+from culturespa.evaluate.verdict import Estimate, comparison_verdict
 from culturespa.generate import noise_seeds
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,28 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += ["", _describe_uncertainty(about, n)]
     if summary.get("references"):
         lines += ["", describe(summary["references"])]
+    lines += ["", verdict(summary)]
     return "\n".join(lines)
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """The paragraph under the table (:mod:`culturespa.evaluate.verdict`): means over the seeds and their intervals."""
+
+    def estimate(spread: dict[str, Any]) -> Estimate:
+        return Estimate(spread["mean"], spread.get("lo"), spread.get("hi"))
+
+    average, about = summary["average"], summary.get("uncertainty") or {}
+    return comparison_verdict(
+        summary["model"],
+        estimate(average["base"]),
+        estimate(average["culturespa"]),
+        estimate(average["delta"]),
+        average.get("p"),
+        {code: block.get("p") for code, block in summary["cultures"].items()},
+        summary.get("references") or {},
+        float(about.get("confidence") or 0.95),
+        about.get("p_value"),
+    )
 
 
 def _describe_uncertainty(about: dict[str, Any], n: int) -> str:

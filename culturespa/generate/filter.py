@@ -24,11 +24,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.jsonl import write_json, write_jsonl
+from culturespa.data.jsonl import refuse_fewer, write_json, write_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import QUESTIONS_FILE, WVSData, default_data_dir, read_json
 from culturespa.errors import CultureSPAError
 from culturespa.generate.options import RULES, format_question
+from culturespa.generate.outputs import overwrite_requested
 from culturespa.generate.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
 from culturespa.generate.paper_filter import table as steps_table
 from culturespa.generate.pool import load_questions
@@ -170,6 +171,7 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
     with stage_run(cfg, "filter") as run:
         kept, report, samples = filter_questions(questions, seed_texts, threshold, limit, mode, int(fcfg.seed))
         report = {"input": source, "output": str(output), **report}
+        _keep_larger(cfg, output, len(kept))
         write_jsonl(output, (q.to_record() for q in kept))
         write_json(report_path(output), report)
         run.table(
@@ -192,6 +194,12 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
         {k: v for k, v in report["removed"].items() if v},
     )
     return stage_summary(output, report)
+
+
+def _keep_larger(cfg: DictConfig, output: Path, count: int) -> None:
+    """The filtered file is never replaced by fewer questions unless ``overwrite=true``."""
+    if not overwrite_requested(cfg):
+        refuse_fewer(output, count, "set filter.output=<another file> for this question set, or overwrite=true")
 
 
 def stage_summary(output: Path, report: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -236,6 +244,7 @@ def run_paper_filter(cfg: DictConfig, source: str, output: Path, limit: int | No
             "settings": {"rules": "paper", "scale_note": note, "limit_per_topic": limit},
         }
         assert report["kept"] + sum(report["removed"].values()) == len(questions)
+        _keep_larger(cfg, output, len(kept))
         write_jsonl(output, (q.to_record() for q in kept))
         write_json(report_path(output), report)
         printed = steps_table(len(questions), steps)

@@ -32,11 +32,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.jsonl import iter_jsonl, write_json, write_jsonl
+from culturespa.data.jsonl import iter_jsonl, refuse_fewer, write_json, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
-from culturespa.generate.outputs import read_meta
+from culturespa.generate.outputs import overwrite_requested, read_meta
 from culturespa.generate.track import stage_run
 
 log = logging.getLogger("culturespa.generate")
@@ -376,6 +376,10 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
         },
         "cultures": {c: s for c, (_, s) in results.items()},
     }
+    if not overwrite_requested(cfg):  # every file checked before any is written
+        for culture, (pairs, _) in results.items():
+            how = "set sft.pairs_dir=<another folder> for these settings, or overwrite=true"
+            refuse_fewer(out_dir / f"{culture}.jsonl", len(pairs), how)
     with stage_run(cfg, "pairs") as run:
         for culture, (pairs, _) in results.items():
             write_jsonl(out_dir / f"{culture}.jsonl", pairs)

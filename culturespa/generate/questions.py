@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.jsonl import ResumableJsonl, read_jsonl
+from culturespa.data.jsonl import ResumableJsonl, read_jsonl, refuse_fewer
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.data.topics import TOPIC_NAMES
@@ -157,8 +157,11 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
 
     from culturespa.infer.engine import Engine, Request
 
+    keep = None if outputs.overwrite_requested(cfg) else "set questions.output=<another file>, or overwrite=true"
+    if keep and action == "fresh":  # fewer slots than the finished file holds: it could only shrink (before any work)
+        refuse_fewer(output, len(expected), keep)
     outputs.mark(output, fp, complete=False)
-    store = ResumableJsonl(output, key=lambda r: r["id"])
+    store = ResumableJsonl(output, key=lambda r: r["id"], never_fewer=keep)
     if store.dropped_torn_line:
         log.warning("questions: dropped a torn last line from %s (killed run)", store.part)
     if finished and CARRIED not in store.records:  # extend a finished file: its slots count as resolved from the start

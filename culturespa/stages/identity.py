@@ -69,6 +69,7 @@ _NOT_IDENTITY = {
     "answers.shard",  # how the answers were split over jobs: the merged files are the same
     "sft.accelerator",  # where training runs, not what it trains
     "sft.precision",  # hashed as trainer.precision
+    "sft.checkpoint_minutes",  # when training checkpoints, not what it trains
     "eval.bootstrap",  # intervals only: the comparison recomputes them from the stored answers
     "data.bootstrap",  # the pairs' noise statistics (hashed by the pairs stage itself), not the training data
     "data.ci_level",
@@ -179,8 +180,11 @@ RUN_EXCLUDED = (
     "paths.log_dir",
     "sft.output_dir",
     "sft.resume",
+    "sft.checkpoint_minutes",
     "sft.num_workers",
     "eval.output_dir",
+    "callbacks",  # how Lightning reports and checkpoints, not what the run computes
+    "trainer._target_",  # the class a config builds, named since the Trainer is instantiated; not a setting
 )
 
 

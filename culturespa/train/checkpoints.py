@@ -1,5 +1,9 @@
 """Checkpoints (adapter + optimiser state, for resuming) and the final adapter folder (what later stages load).
 
+Checkpoints come every ``sft.save_every_n_steps`` optimiser steps and every ``sft.checkpoint_minutes`` of training
+(whichever comes first), always on an optimiser-step boundary so that resuming stays exact; each records when and why
+it was written, and a resumed run says which one it continues from.
+
 The final folder is written by rank 0 from inside the training process (so it works with ``ddp_spawn`` too) into a
 temporary sibling and renamed into place: a failed or killed run never leaves a half-written adapter behind.
 """
@@ -11,7 +15,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +36,67 @@ META_FILE = "culturespa.json"
 CONFIG_FILE = "config.yaml"
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
+WHY_KEY = "culturespa_checkpoint"  # {"reason": "steps" | "wall time", "written": unix time}, in every checkpoint
 
 
 class KeepTwoCheckpoint(ModelCheckpoint):
     """``last.ckpt`` plus the one before it (``previous.ckpt``): Lightning writes ``last.ckpt`` in place, so a kill or a
-    full disk mid-write leaves it truncated, and resuming then falls back to ``previous.ckpt``."""
+    full disk mid-write leaves it truncated, and resuming then falls back to ``previous.ckpt``.
+
+    Besides every ``every_n_train_steps`` steps it saves when ``minutes`` of training have passed since the last save
+    (None: by steps only). The clock is read only where an optimiser step has just finished (never mid-accumulation,
+    whose gradients a checkpoint does not hold), and rank 0's decision is broadcast so every rank saves together.
+    """
+
+    def __init__(self, *args: Any, minutes: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.minutes = minutes
+        self._step_seen = -1
+        self._saved_at = time.monotonic()
+        self._reason = "steps"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._step_seen = int(trainer.global_step)
+        self._saved_at = time.monotonic()  # the clock starts with training, after the model has loaded
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        stepped = int(trainer.global_step) != self._step_seen
+        self._step_seen = int(trainer.global_step)
+        if stepped and self._wall_time_due(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._reason = "wall time"
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._reason = "steps"
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)  # skips a step saved just above
+
+    def _wall_time_due(self, trainer: L.Trainer) -> bool:
+        if self.minutes is None:
+            return False
+        due = time.monotonic() - self._saved_at >= self.minutes * 60.0
+        return bool(trainer.strategy.broadcast(due))  # ranks' clocks differ: all follow rank 0 (a collective)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[WHY_KEY] = {"reason": self._reason, "written": time.time()}
+        return super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         path = Path(filepath)
         if path.name == LAST and trainer.is_global_zero and path.is_file():
             os.replace(path, path.with_name(PREVIOUS))
         super()._save_checkpoint(trainer, filepath)
+        self._saved_at = time.monotonic()  # any save, by steps or by time, restarts the clock
         if path.name == LAST and trainer.is_global_zero:
             chaos.point("ckpt.saved")
             chaos.point("ckpt.torn", lambda: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]))
 
 
-def checkpoint_callback(folder: str | Path, every_n_steps: int) -> ModelCheckpoint:
-    """Writes ``last.ckpt`` every ``every_n_steps`` optimiser steps and keeps the one before (no top-k history)."""
+def checkpoint_callback(folder: str | Path, every_n_steps: int, minutes: float | None = None) -> ModelCheckpoint:
+    """Writes ``last.ckpt`` every ``every_n_steps`` optimiser steps and every ``minutes`` of training (``sft.
+    checkpoint_minutes``; None = by steps only), keeping the one before (no top-k history)."""
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
+        raise CultureSPAError(
+            f"sft.checkpoint_minutes={minutes!r} must be a positive number of minutes, or null to checkpoint by steps only"
+        )
     return KeepTwoCheckpoint(
         dirpath=str(folder),
         filename="step-{step}",
@@ -55,23 +104,47 @@ def checkpoint_callback(folder: str | Path, every_n_steps: int) -> ModelCheckpoi
         save_top_k=0,
         every_n_train_steps=max(1, int(every_n_steps)),
         save_on_train_epoch_end=False,
+        minutes=None if minutes is None else float(minutes),
     )
 
 
 @dataclass(frozen=True)
 class Resume:
-    """The checkpoint a run continues from and the optimiser step it holds."""
+    """The checkpoint a run continues from, the optimiser step it holds, when it was written and why (``steps`` or
+    ``wall time``; None for checkpoints older than the record)."""
 
     path: str
     step: int
+    written: float | None = None
+    reason: str | None = None
 
 
-def _readable_step(path: Path) -> int:
-    """The ``global_step`` of a checkpoint, or an exception when it is truncated, empty or not a checkpoint."""
+def _read_resume(path: Path) -> Resume:
+    """The :class:`Resume` of a checkpoint, or an exception when it is truncated, empty or not a checkpoint."""
     state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
     if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
         raise ValueError("not a Lightning checkpoint")
-    return int(state["global_step"])
+    why = state.get(WHY_KEY) if isinstance(state.get(WHY_KEY), dict) else {}
+    written = why.get("written", path.stat().st_mtime)
+    return Resume(str(path), int(state["global_step"]), float(written), why.get("reason"))
+
+
+def resume_line(found: Resume | None, total: int, resume: bool = True) -> str:
+    """What a starting run says about where it starts: from step 0 (and why) or from which checkpoint."""
+    if found is None:
+        return "no checkpoint yet: starting from step 0" if resume else "sft.resume=false: starting from step 0"
+    details = []
+    if found.written is not None:
+        stamp = datetime.fromtimestamp(found.written)
+        details.append(
+            f"checkpoint written {stamp:%H:%M}"
+            if stamp.date() == datetime.now().date()
+            else f"checkpoint written {stamp:%Y-%m-%d %H:%M}"
+        )
+    if found.reason:
+        details.append(f"reason: {found.reason}")
+    about = f" ({', '.join(details)})" if details else ""
+    return f"resuming from step {found.step} of {total}{about}: {found.path}"
 
 
 def find_resume(folder: str | Path, resume: bool) -> Resume | None:
@@ -87,16 +160,16 @@ def find_resume(folder: str | Path, resume: bool) -> Resume | None:
     bad: list[str] = []
     for path in present:
         try:
-            step = _readable_step(path)
+            found = _read_resume(path)
         except Exception as err:  # noqa: BLE001 - any unreadable file: truncated zip, empty, pickle garbage
             log.warning("%s: unreadable checkpoint (%s); trying the previous one", path, str(err).splitlines()[0][:120])
             bad.append(path.name)
             continue
         if bad:
-            log.warning("resuming from %s (step %d) instead of the unreadable %s", path, step, ", ".join(bad))
+            log.warning("resuming from %s (step %d) instead of the unreadable %s", path, found.step, ", ".join(bad))
             if (folder / LAST).is_file() and LAST in bad:
                 os.replace(folder / LAST, folder / (LAST + ".corrupt"))
-        return Resume(str(path), step)
+        return found
     if present:
         raise CultureSPAError(
             f"{folder}: no readable checkpoint ({', '.join(bad)} truncated or corrupt); delete the folder to start "

@@ -34,7 +34,7 @@ from culturespa.settings import DataSettings, ModeSettings, SFTSettings
 from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
-from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta
+from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta, resume_line
 from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
 from culturespa.train.module import SFTModule
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
@@ -145,7 +145,7 @@ def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
     plain = to_plain(cfg)
     # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
-    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision")
+    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision", "checkpoint_minutes")
     sft = {k: v for k, v in plain["sft"].items() if k not in skip}
     picked = {
         "job": job,
@@ -270,8 +270,7 @@ def plan_job(
         f"(global batch {plan.global_batch_size} = {plan.micro_batch_size} x {plan.accumulate} accumulation x "
         f"{plan.world_size} devices)"
     )
-    if found:
-        rank_zero_info(f"train {name}: resuming from step {found.step} of {total} ({found.path})")
+    rank_zero_info(f"train {name}: {resume_line(found, total, bool(settings.sft.resume))}")
     return dataclasses.replace(job, resume=found)
 
 

@@ -10,8 +10,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def slug(text: str, max_len: int = 80) -> str:
-    """A folder-safe name for a set of overrides; long ones are cut and made unique with a short hash."""
-    clean = re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text or "default").strip("-") or "default"
+    """A folder-safe name for a set of overrides; long ones are cut and made unique with a short hash.
+
+    Spelled as run folders are (``utils.rundirs.readable``): ``=`` becomes ``-`` and ``,`` becomes ``+``, so a path
+    pastes unquoted into an override (``mode=specific,cultures=all`` → ``mode-specific+cultures-all``). Folders named
+    before this (with ``=``) are left as they were; the same command now writes to the new name.
+    """
+    spelled = (text or "default").replace("=", "-").replace(",", "+")
+    clean = re.sub(r"[^A-Za-z0-9_.+-]+", "-", spelled).strip("-") or "default"
     if len(clean) <= max_len:
         return clean
     digest = hashlib.sha1(clean.encode()).hexdigest()[:8]
