@@ -58,6 +58,7 @@ _CHOICES = {
     "decoding.mode": ("sample", "greedy", "logprob"),
     "data.criterion": ("answer", "majority", "distribution", "none"),
     "data.system": ("aware", "cct"),
+    "data.train_system": ("aware", "cct"),
     "answers.setting": ("unaware", "aware", "cct"),
     "eval.source": ("model", "predictions"),
     "eval.suite": ("wvs", "general", "relations"),
@@ -78,6 +79,7 @@ _RANGES = {
     "sft.warmup_ratio": (0.0, 1.0, True),
 }
 _POSITIVE_INTS = ("sft.global_batch_size", "sft.micro_batch_size", "engine.batch_size", "peft.r", "eval.runs")
+_NON_NEGATIVE_INTS = ("decoding.top_k", "questions.top_k")  # 0 = off
 
 
 def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
@@ -102,6 +104,10 @@ def validate_config(cfg: DictConfig, stage: str | None = None) -> list[str]:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and (not isinstance(value, int) or value < 1):
             errors.append(f"{key}={value!r} must be a positive integer")
+    for key in _NON_NEGATIVE_INTS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            errors.append(f"{key}={value!r} must be an integer >= 0")
     stages = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
     if stage is not None and stage not in stages:
         errors.append(f"stage={stage!r} is not valid; choose one of: {', '.join(stages)}")

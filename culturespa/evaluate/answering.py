@@ -128,7 +128,7 @@ def _answer_group(
                     for k in members
                 ]
                 desc = f"{setting} {culture or 'all'} run {run}"
-                for batch in engine.answer(todo, decoding, seed=seed + run, desc=desc):
+                for batch in engine.answer(todo, decoding, seed=decoding.run_seed(seed, run), desc=desc):
                     new = [r for r in batch if r.key not in store.records]
                     store.append_many(_record(r, by_key[r.key], culture, setting, run) for r in new)
         return store.finish(order)
