@@ -73,10 +73,11 @@ def world_size(trainer_cfg: Any) -> int:
 
 
 def training_style(cfg: DictConfig) -> PromptStyle:
-    """The prompt style of the SFT examples: the configured templates with the system kind of ``data.system``; it is
-    saved beside the adapter so evaluation asks the model the way it was trained."""
+    """The prompt style of the SFT examples: the configured templates with the system kind of ``data.train_system``
+    (null: ``data.system``, whose answers the pairs compare); it is saved beside the adapter so evaluation asks the
+    model the way it was trained."""
     style = PromptStyle.from_config(cfg.templates, cfg.prompt)
-    style.system = str(cfg.data.system)
+    style.system = str(OmegaConf.select(cfg, "data.train_system", default=None) or cfg.data.system)
     return style
 
 
@@ -164,12 +165,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from culturespa.models.loader import ModelSpec, load_tokenizer
 
     wvs = None
-    if cfg.data.system == "cct":
+    if style.system == "cct":
         from culturespa.data.survey import WVSData
 
         wvs = WVSData.load(cfg.paths.wvs_dir)
     tokenizer = load_tokenizer(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
-    encoder = ExampleEncoder(tokenizer, style, str(cfg.data.system), int(cfg.data.cutoff_len), wvs)
+    encoder = ExampleEncoder(tokenizer, style, style.system, int(cfg.data.cutoff_len), wvs)
 
     runs = {name: fit_job(cfg, name, codes, splits, encoder, plan, style, tokenizer, callbacks) for name, codes in jobs}
     _print_next(cfg, mode, runs)
