@@ -94,3 +94,15 @@ def test_paper_presets_seed_runs_42_minus_r(experiment: str, tmp_path: Path) -> 
         50,
         50,
     )
+
+
+def test_fidelity_prints_the_presets_and_reading_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from culturespa import fidelity
+
+    fidelity.paper_presets(tmp_path)
+    fidelity.reading_rules()
+    out = capsys.readouterr().out
+    assert out.count("answers + evaluation: T 0.6, top-k 50, top-p 0.9, seeds [42, 41, 40]") == 5
+    assert out.count("questions: T 0.9, top-k 50, top-p 0.95, exposure sequential, accept strict") == 5
+    assert "pairs from cct answers; SFT system prompt aware" in out and "mode=joint,specific" in out
+    assert "the paper's \\d reads 3; ours reads None" in out and "'a Ukrainian'" in out

@@ -42,6 +42,14 @@ def test_p1_layout(tmp_path: Path, wvs: WVSData) -> None:
     assert "number" in lines[3]
 
 
+def test_unaware_and_aware_prompts_share_the_answer_template(tmp_path: Path, wvs: WVSData) -> None:
+    """As released, the paper's unaware script would send generated questions bare (its template is applied only for
+    paths containing "pluralistic_sampling"); we follow the evident intent: the same question turn as the aware one."""
+    question = wvs.questions["Q1"]
+    (_, unaware), (_, aware) = (answer_messages(wvs, _style(tmp_path, p), question, "USA") for p in ("unaware", "p1"))
+    assert unaware == aware and f"#Options: {Q1_OPTIONS}" in unaware["content"]
+
+
 def test_p2_layout(tmp_path: Path, wvs: WVSData) -> None:
     system, user = answer_messages(wvs, _style(tmp_path, "p2"), wvs.questions["Q1"], "USA")
     for adjective in ("Canadian", "British", "New Zealand", "Zimbabwean", "Nigerian", "Indian"):
