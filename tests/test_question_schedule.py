@@ -139,3 +139,20 @@ def test_files_from_before_the_new_settings_still_resume(make_cfg) -> None:  # n
     )
     assert fingerprint(cfg) == earlier
     assert fingerprint(make_cfg("generate", ARGS)) != earlier  # top-k 50 and sequential exposure make other questions
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("questions.exposure=parallel", "questions.exposure='parallel' is not one of sequential, waves"),
+        ("questions.accept=loose", "questions.accept='loose' is not one of strict, lenient"),
+        ("questions.top_k=-3", "questions.top_k=-3 must be an integer >= 0"),
+    ],
+)
+def test_bad_schedule_settings_are_one_line_errors(make_cfg, override: str, message: str) -> None:  # noqa: ANN001
+    from culturespa.errors import CultureSPAError
+    from culturespa.generate.question_settings import Settings
+
+    with pytest.raises(CultureSPAError) as err:
+        Settings.from_config(make_cfg("generate", [*ARGS, override]))
+    assert str(err.value) == message
