@@ -15,7 +15,8 @@ from culturespa.generate.json_extract import ACCEPT_RULES
 
 EXPOSURES = ("sequential", "waves")
 # Settings added after files were written: at these values a run behaves as before they existed, so they are left out
-# of the fingerprint and a run started before them still resumes (and a finished file is still skipped).
+# of the fingerprint, and a run started before them resumes (a finished file is skipped) when given these values and
+# the templates it was started with (the default templates changed with them: templates=<a copy of the old file>).
 LEGACY_VALUES: dict[str, Any] = {"top_k": 0, "exposure": "waves", "accept": "lenient"}
 
 
