@@ -107,3 +107,15 @@ def test_a_template_file_of_ones_own_changes_the_prompt(tmp_path: Path, wvs: WVS
     theirs = answer_messages(wvs, _style(tmp_path, "p1", extra), question, "USA")
     assert ours[0] == theirs[0] and ours[1] != theirs[1]
     assert theirs[1]["content"].startswith("MY OWN WORDING: pick what fits you to answer the #Question.")
+
+
+def test_entry_points_accept_a_template_from_the_search_path(tmp_path: Path) -> None:
+    """The entry points' early check of group options (utils/entry.py) also looks in hydra.searchpath folders."""
+    from culturespa.utils.entry import check_group_overrides
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "paper_exact.yaml").write_text("{}\n")
+    conf = str(REPO / "conf")
+    check_group_overrides([f"hydra.searchpath=[file://{tmp_path}]", "templates=paper_exact"], conf)
+    with pytest.raises(SystemExit):
+        check_group_overrides(["templates=paper_exact"], conf)
