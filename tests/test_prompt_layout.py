@@ -98,7 +98,7 @@ def test_a_template_file_of_ones_own_changes_the_prompt(tmp_path: Path, wvs: WVS
     folder = tmp_path / "mine" / "templates"
     folder.mkdir(parents=True)
     default = (REPO / "conf" / "templates" / "default.yaml").read_text()
-    own = default.replace("Pick the option that best matches your own values", "MY OWN WORDING: pick what fits you")
+    own = default.replace("Given the #Question and #Options below, answer", "MY OWN WORDING: answer")
     assert own != default
     (folder / "paper_exact.yaml").write_text(own)
     extra = (f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "templates=paper_exact")
@@ -106,7 +106,7 @@ def test_a_template_file_of_ones_own_changes_the_prompt(tmp_path: Path, wvs: WVS
     ours = answer_messages(wvs, _style(tmp_path, "p1"), question, "USA")
     theirs = answer_messages(wvs, _style(tmp_path, "p1", extra), question, "USA")
     assert ours[0] == theirs[0] and ours[1] != theirs[1]
-    assert theirs[1]["content"].startswith("MY OWN WORDING: pick what fits you to answer the #Question.")
+    assert theirs[1]["content"].startswith("MY OWN WORDING: answer with the number of the option")
 
 
 def test_entry_points_accept_a_template_from_the_search_path(tmp_path: Path) -> None:
