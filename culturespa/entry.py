@@ -70,11 +70,12 @@ def check_group_overrides(argv: list[str], config_dir: str) -> None:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception:  # noqa: BLE001 - malformed overrides: Hydra reports them itself
         return
+    roots = [root, *_search_dirs(argv)]
     for override in overrides:
         key = override.key_or_group.lstrip("/")
         if key not in groups or override.is_delete():
             continue
-        valid = sorted(p.stem for p in (root / key).glob("*.yaml"))
+        valid = sorted({p.stem for folder in roots for p in (folder / key).glob("*.yaml")})
         for value in _override_values(override):
             if value not in valid:
                 print(
@@ -82,6 +83,22 @@ def check_group_overrides(argv: list[str], config_dir: str) -> None:
                     file=sys.stderr,
                 )
                 sys.exit(1)
+
+
+def _search_dirs(argv: list[str]) -> list[Path]:
+    """The local folders of ``hydra.searchpath=[file://DIR, ...]`` (config files of one's own, e.g. templates)."""
+
+    found: list[Path] = []
+    for arg in argv:
+        if not arg.startswith("hydra.searchpath="):
+            continue
+        try:
+            value = OverridesParser.create().parse_overrides([arg])[0].value()
+        except Exception:  # noqa: BLE001 - malformed: Hydra reports it itself
+            continue
+        entries = value if isinstance(value, list) else [value]
+        found += [Path(str(e).removeprefix("file://")) for e in entries if str(e).startswith("file://")]
+    return found
 
 
 def _override_values(override: Any) -> list[str]:

@@ -150,6 +150,7 @@ class DecodingSettings(GroupSettings):
     temperature: float = checked(1.0, Between(0.0, 10.0))
     top_p: float = checked(1.0, Between(0.0, 1.0))
     top_k: int = checked(50, Count(0))  # 0 = off
+    seed_step: int = checked(1)  # evaluation run r samples with seed + r * seed_step (the paper: -1)
     max_new_tokens: int = checked(16, Count(0))
     reject_option_lists: bool = checked(False)
     parse: str = checked("first_integer")
@@ -170,6 +171,7 @@ class DataSettings(GroupSettings):
     val_fraction: float = checked(0.05, Between(0.0, 0.5, low_inclusive=True))
     cutoff_len: int = checked(512, Count())
     system: str = checked("aware", OneOf(("aware", "cct")))
+    train_system: str | None = checked(None, OneOf(("aware", "cct")))  # SFT examples' system prompt; null = system
     seed: int = checked(42)
 
 
@@ -197,6 +199,8 @@ class QuestionsSettings(GroupSettings):
     top_k: int = checked(50, Count(0))  # 0 = off
     max_new_tokens: int = checked(256, Count())
     batch_size: int = checked(16, Count())
+    exposure: str = checked("sequential", OneOf(("sequential", "waves")))
+    accept: str = checked("lenient", OneOf(("strict", "lenient")))
     output: str = checked("")
 
 

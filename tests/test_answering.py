@@ -69,7 +69,7 @@ def test_a_killed_fill_resumes_whole_chunks_to_the_same_file(tmp_path: Path) -> 
 
 def test_seeds_per_run_and_shards_take_whole_chunks(tmp_path: Path) -> None:
     engine = ScriptedEngine()
-    fill(engine, Decoding("greedy"), _file(tmp_path / "e.jsonl", runs=2, chunk=2, seed=7, seed_per_run=True))
+    fill(engine, Decoding("greedy"), _file(tmp_path / "e.jsonl", runs=2, chunk=2, seed=7, seed_step=1))
     assert sorted({seed for seed, _ in engine.calls}) == [7, 8]
     parts = []
     for index in range(2):

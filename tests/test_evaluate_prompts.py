@@ -38,10 +38,8 @@ def test_p3_examples_inline_by_default_as_the_paper(make_cfg, wvs) -> None:
     user = messages[1]["content"]
     for example, answer in chosen:
         assert f"Question: {example.text} Options: " in user
-        assert f"Answer: {answer}. {example.option_text(answer)}" in user
-    assert user.index(chosen[-1][0].text) < user.index(question.text) and user.rstrip().endswith(
-        style.templates["answer"]["user"].rstrip().splitlines()[-1]
-    )
+        assert f"Answer: {answer}.{example.option_text(answer)}" in user
+    assert user.index(chosen[-1][0].text) < user.index(question.text) and user.endswith("\n#Answer:")
 
 
 def test_p3_messages_hold_five_answered_exchanges(make_cfg, wvs) -> None:
@@ -53,8 +51,8 @@ def test_p3_messages_hold_five_answered_exchanges(make_cfg, wvs) -> None:
     assert "Chinese" in messages[0]["content"]
     chosen = self_alignment_examples(wvs, "Q42", "CHN", 5)
     assert [m["content"] for m in messages[2:11:2]] == [str(a) for _, a in chosen]
-    assert messages[1]["content"].startswith(chosen[0][0].text)
-    assert messages[-1]["content"].startswith(question.text)
+    assert f"#Question: {chosen[0][0].text}\n" in messages[1]["content"]
+    assert f"#Question: {question.text}\n" in messages[-1]["content"]
 
 
 def test_p3_alone_does_not_name_the_culture(make_cfg, wvs) -> None:

@@ -42,10 +42,14 @@ class ScriptedEngine:
 
     def __init__(self) -> None:
         self.requests: list = []
+        self.top_k: list[int] = []  # the top-k of every generate() call
 
-    def generate(self, requests, temperature, top_p, max_new_tokens, seed=0, desc=None) -> Iterator[list[Result]]:
+    def generate(
+        self, requests, temperature, top_p, max_new_tokens, seed=0, desc=None, top_k=50
+    ) -> Iterator[list[Result]]:
         reqs = list(requests)
         self.requests += reqs
+        self.top_k.append(top_k)
         for start in range(0, len(reqs), 3):
             yield [Result(r.key, self._reply(r.key), None, True, None, "prompt") for r in reqs[start : start + 3]]
 
@@ -99,7 +103,8 @@ def test_questions_scripted_retries_provenance_resume_skip(make_cfg, monkeypatch
         assert all(TOPIC_NAMES[r["meta"]["topic_index"]] == cfg_topic(e) for e in real)
     assert [e.startswith("gen-") for e in records[0]["meta"]["examples"]].count(True) == 0
     assert [e.startswith("gen-t4-") for e in records[5]["meta"]["examples"]].count(True) == 2
-    assert "World Values Survey" in engine.requests[0].messages[-1]["content"]
+    system, user = (m["content"] for m in engine.requests[0].messages)
+    assert "World Values Survey" in system and "#Example 1:\nQuestion: " in user
 
     # kill -9 after two records: the rerun continues and ends with each record exactly once
     _tear(out, keep=2)
@@ -239,7 +244,7 @@ def test_answers_cct_prompts_and_zero_based_questions(make_cfg, monkeypatch, tmp
     assert request.numbers == [0, 1, 2] and request.key == "g1|USA|0"
     system = request.messages[0]["content"]
     assert "American" in system and "Cultures close to yours include" in system
-    assert "0. 0\n1. 1\n2. 2" in request.messages[-1]["content"]
+    assert "#Options: 0.0 1.1 2.2\n" in request.messages[-1]["content"]  # one line, numbered from 0
     assert _lines(Path(summary["files"]["USA"]))[0]["answer"] == 2
     tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/answers/samples_*.table.json"))
     assert len(tables) == 1 and "g1|USA|0" in tables[0].read_text()

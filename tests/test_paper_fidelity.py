@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from culturespa.config import compose
-from culturespa.data.cultures import PAPER_CULTURES
+from culturespa.data.cultures import PAPER_CULTURES, resolve_cultures
 from culturespa.data.survey import WVSData
 
 
@@ -55,6 +55,54 @@ def test_paper_presets_train_like_the_paper(
 
 
 def test_paper_quantity_sweeps_the_paper_ratios(tmp_path: Path) -> None:
+    """sub_yaml.py writes a config per ratio for `all` and for each of the 18 cultures, all at batch 4 x 32."""
     cfg = compose("train", ["experiment=paper_quantity"], output_dir=tmp_path)
     ratios = [float(x) for x in str(cfg.hydra.sweeper.params["data.fraction"]).split(",")]
     assert ratios == [round(0.1 * i, 1) for i in range(1, 11)]  # the paper's 0.1 ... 0.9, plus the full set
+    assert str(cfg.hydra.sweeper.params["mode"]).split(",") == ["joint", "specific"]
+    specific = compose("train", ["experiment=paper_quantity", "mode=specific"], output_dir=tmp_path)
+    assert specific.mode.name == "specific" and resolve_cultures(specific.cultures) == list(PAPER_CULTURES)
+    assert (specific.sft.global_batch_size, specific.sft.micro_batch_size) == (128, 4)
+
+
+def test_paper_cct_trains_with_the_aware_system_prompt(tmp_path: Path) -> None:
+    """The log of the paper's CCT run (llama3_lora_sft_random_all_cross_totally) prints a training example whose system
+    prompt is the plain culture-aware one; its pairs compare CCT answers (data.system) with the unaware ones."""
+    from culturespa.train.run import training_style
+
+    cfg = compose("train", ["experiment=paper_cct"], output_dir=tmp_path)
+    assert cfg.data.system == "cct" and training_style(cfg).system == "aware" and cfg.prompt.system == "cct"
+    as_cct = compose("train", ["experiment=paper_cct", "data.train_system=cct"], output_dir=tmp_path)
+    assert training_style(as_cct).system == "cct"
+    joint = compose("train", ["experiment=paper_joint"], output_dir=tmp_path)
+    assert joint.data.train_system is None and training_style(joint).system == "aware"
+
+
+@pytest.mark.parametrize(
+    "experiment", ["paper_joint", "paper_cct", "paper_quality", "paper_quantity", "paper_specific"]
+)
+def test_paper_presets_seed_runs_42_minus_r(experiment: str, tmp_path: Path) -> None:
+    """The paper's scripts call set_seed(42 - run_id); evaluation run r of a paper_* preset samples with seed 42 - r."""
+    from culturespa.infer.engine import Decoding
+
+    cfg = compose("evaluate", [f"experiment={experiment}"], output_dir=tmp_path)
+    decoding = Decoding.from_config(cfg.decoding)
+    assert [decoding.run_seed(int(cfg.seed), run) for run in range(int(cfg.eval.runs))] == [42, 41, 40]
+    assert (cfg.questions.exposure, cfg.questions.accept, cfg.questions.top_k, decoding.top_k) == (
+        "sequential",
+        "strict",
+        50,
+        50,
+    )
+
+
+def test_fidelity_prints_the_presets_and_reading_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from culturespa import fidelity
+
+    fidelity.paper_presets(tmp_path)
+    fidelity.reading_rules()
+    out = capsys.readouterr().out
+    assert out.count("answers + evaluation: T 0.6, top-k 50, top-p 0.9, seeds [42, 41, 40]") == 5
+    assert out.count("questions: T 0.9, top-k 50, top-p 0.95, exposure sequential, accept strict") == 5
+    assert "pairs from cct answers; SFT system prompt aware" in out and "mode=joint,specific" in out
+    assert "the paper's \\d reads 3; ours reads None" in out and "'a Ukrainian'" in out

@@ -76,7 +76,7 @@ def test_labels_keep_answer_and_end_of_turn_when_pad_is_eos(tokenizer, tmp_path:
     assert tokenizer.decode(trained) == f"{pair.answer}<|im_end|>"
     assert example["input_ids"][-1] == tokenizer.eos_token_id
     text = tokenizer.decode(example["input_ids"])
-    assert "American" in text and pair.question.text in text and "1. " in text
+    assert "American" in text and pair.question.text in text and "#Options: 1.Very important 2." in text
 
     short = ExampleEncoder(tokenizer, style, "aware", 20).encode(pair)  # left truncation keeps the answer
     assert len(short["input_ids"]) == 20 and short["labels"][-2:] == example["labels"][-2:]

@@ -53,7 +53,9 @@ class AnswerFile:
     chunk: int = 256
     shard: Shard | None = None
     seed: int = 0
-    seed_per_run: bool = False  # evaluation's rule: run r samples with seed + r (answers stage: every run uses seed)
+    seed_step: int = (
+        0  # evaluation: run r samples with seed + r * decoding.seed_step; the answers stage: every run uses seed
+    )
 
     def key(self, question: Question, run: int) -> str:
         return f"{question.id}|{self.culture}|{run}"
@@ -76,7 +78,7 @@ class AnswerFile:
         return found
 
     def seed_for(self, run: int) -> int:
-        return self.seed + run if self.seed_per_run else self.seed
+        return self.seed + run * self.seed_step
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from culturespa.errors import CultureSPAError
 
+_U_SAID_YOU = ("Uk", "Ug", "Ur")  # Ukrainian, Ugandan, Uruguayan: the U sounds like "you", so "a", not "an"
+
 
 @dataclass(frozen=True)
 class Culture:
@@ -20,7 +22,9 @@ class Culture:
 
     @property
     def article(self) -> str:
-        """Indefinite article for the adjective ("an American", "a Chinese")."""
+        """Indefinite article for the adjective by its first sound ("an American", "a Chinese", "a Ukrainian")."""
+        if self.adjective.startswith(_U_SAID_YOU):
+            return "a"
         return "an" if self.adjective[0].lower() in "aeiou" else "a"
 
     @property

@@ -93,7 +93,8 @@ def answer_with_model(
     check_fingerprint(cfg, folder)
     decoding = Decoding.from_config(cfg.decoding)
     setting = str(cfg.prompt.name)
-    # the answers stage's chunking; run r samples with seed + r; the folder's fingerprint vouches for finished files
+    # the answers stage's chunking; run r samples with seed + r * decoding.seed_step (Decoding.run_seed); the folder's
+    # fingerprint vouches for finished files
     file = functools.partial(
         AnswerFile,
         setting=setting,
@@ -101,7 +102,7 @@ def answer_with_model(
         runs=effective_runs(cfg),
         chunk=resume_chunk(cfg),
         seed=int(cfg.seed),
-        seed_per_run=True,
+        seed_step=int(OmegaConf.select(cfg, "decoding.seed_step", default=1)),
     )
 
     base, tokenizer = _load_model(cfg)

@@ -93,12 +93,13 @@ def run_export(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise CultureSPAError(f"export.format={fmt!r} is not valid; choose one of: {', '.join(FORMATS)}")
     splits = prepare_splits(cfg, cultures)  # the pairs files are checked (one-line errors) before anything is written
+    style = training_style(cfg)
     wvs = None
-    if str(cfg.data.system) == "cct":
+    if style.system == "cct":
         from culturespa.data.survey import WVSData
 
         wvs = WVSData.load(cfg.paths.wvs_dir)
-    chats = PairChats(training_style(cfg), str(cfg.data.system), wvs)
+    chats = PairChats(style, style.system, wvs)
     seed = int(cfg.data.seed)
     datasets: dict[str, list[Pair]] = {}
     for code in cultures:

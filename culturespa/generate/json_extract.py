@@ -1,6 +1,8 @@
-"""Pull a generated survey question out of a model reply.
+"""Pull a generated survey question out of a model reply, under one of two rules (``questions.accept``).
 
-Models wrap the JSON in code fences or prose, write key variants ("question", "QUESTION", "Question:") and sometimes
+``strict`` is the paper's: the whole reply must parse as one JSON object (``json.loads``) holding ``Question`` or
+``question`` and ``Options`` or ``options``; its text is kept as written. ``lenient`` (ours, the CPU demo's default)
+accepts more. Models wrap the JSON in code fences or prose, write key variants ("question", "QUESTION", "Question:") and sometimes
 reproduce the paper's malformed example ``{"Question:" "...", "Options": [...]}`` (no colon after the key). We repair
 those cases instead of wasting a retry; anything that still is not a question with at least two options is rejected
 with a short reason that the questions stage counts.
@@ -20,6 +22,7 @@ _KEY_COLON_INSIDE = re.compile(r'"\s*([A-Za-z_ ]+?)\s*:\s*"\s*(?=")')
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _QUESTION_KEYS = ("question", "questiontext", "text", "q")
 _OPTION_KEYS = ("options", "option", "optionlst", "optionlist", "choices", "answers", "answeroptions")
+ACCEPT_RULES = ("strict", "lenient")
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,22 @@ def extract_question(text: str) -> Extracted | str:
                 return got
             reason = got
     return reason
+
+
+def strict_question(text: str) -> Extracted | str:
+    """The paper's acceptance: ``json.loads`` of the whole reply, its ``Question``/``question`` and
+    ``Options``/``options`` (capitalised key first), kept verbatim. The one addition: the question must be a string
+    and the options a non-empty list (a question record needs both; numbers in the list are kept as their text)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return "reply is not one JSON object"
+    if not isinstance(obj, dict):
+        return "reply is not one JSON object"
+    question = obj["Question"] if "Question" in obj else obj.get("question")
+    options = obj["Options"] if "Options" in obj else obj.get("options")
+    if not isinstance(question, str) or not question:
+        return "no question text"
+    if not isinstance(options, list) or not options:
+        return "no options list"
+    return Extracted(question, [o if isinstance(o, str) else json.dumps(o, ensure_ascii=False) for o in options])

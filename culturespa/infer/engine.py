@@ -59,6 +59,8 @@ class Decoding:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
+    top_k: int = sampling.DEFAULT_TOP_K  # sampling keeps the k most likely tokens before top-p; 0 = no cut
+    seed_step: int = 1  # evaluation run r samples with seed + r * seed_step (the paper: 42 - r, step -1)
     reject_option_lists: bool = False  # a reply that enumerates the options is invalid (see parsing.py)
     parse: str = "first_integer"  # first_integer (the paper) | first_valid (see parsing.py)
 
@@ -69,6 +71,10 @@ class Decoding:
             raise CultureSPAError(f"decoding.temperature: {self.temperature} must be > 0 for sampling")
         if not 0 < self.top_p <= 1:
             raise CultureSPAError(f"decoding.top_p: {self.top_p} must be in (0, 1]")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise CultureSPAError(f"decoding.top_k: {self.top_k!r} must be an integer >= 0 (0 = no top-k)")
+        if not isinstance(self.seed_step, int) or self.seed_step == 0:
+            raise CultureSPAError(f"decoding.seed_step: {self.seed_step!r} must be a non-zero integer")
         if self.parse not in PARSE_RULES:
             raise CultureSPAError(f"decoding.parse: {self.parse!r} is not one of {', '.join(PARSE_RULES)}")
         if self.mode != "logprob" and self.max_new_tokens < 1:
@@ -83,9 +89,15 @@ class Decoding:
             temperature=float(get("temperature", 1.0)),
             top_p=float(get("top_p", 1.0)),
             max_new_tokens=int(get("max_new_tokens", 16)),
+            top_k=int(get("top_k", sampling.DEFAULT_TOP_K)),
+            seed_step=int(get("seed_step", 1)),
             reject_option_lists=bool(get("reject_option_lists", False)),
             parse=str(get("parse", "first_integer")),
         )
+
+    def run_seed(self, seed: int, run: int) -> int:
+        """The sampling seed of evaluation run ``run`` (0-based)."""
+        return seed + run * self.seed_step
 
 
 @dataclass
@@ -225,6 +237,7 @@ class Engine:
                     seed,
                     decoding.reject_option_lists,
                     decoding.parse,
+                    top_k=decoding.top_k,
                 ),
             )
 
@@ -236,17 +249,22 @@ class Engine:
         max_new_tokens: int,
         seed: int = 0,
         desc: str | None = None,
+        top_k: int = sampling.DEFAULT_TOP_K,
     ) -> Iterator[list[Result]]:
-        """Free text (question generation): sampled at ``temperature`` (0 = greedy); ``answer`` is None and
-        ``valid`` says whether any text came back."""
+        """Free text (question generation): sampled at ``temperature`` (0 = greedy) from the ``top_k`` then
+        ``top_p`` nucleus; ``answer`` is None and ``valid`` says whether any text came back."""
         if max_new_tokens < 1:
             raise CultureSPAError(f"max_new_tokens: {max_new_tokens} must be >= 1")
         if not 0 < top_p <= 1:
             raise CultureSPAError(f"top_p: {top_p} must be in (0, 1]")
+        if top_k < 0:
+            raise CultureSPAError(f"top_k: {top_k} must be >= 0 (0 = no top-k)")
         reqs = [Request(r.key, r.messages, None, r.prefix) for r in requests]  # the reply continues the prefix
         greedy = temperature <= 0
         yield from self._run(
-            reqs, desc, lambda batch: self._generate_batch(batch, greedy, temperature, top_p, max_new_tokens, seed)
+            reqs,
+            desc,
+            lambda batch: self._generate_batch(batch, greedy, temperature, top_p, max_new_tokens, seed, top_k=top_k),
         )
 
     # ---- planning -------------------------------------------------------------------------------------------------
@@ -423,6 +441,7 @@ class Engine:
         seed: int,
         reject_option_lists: bool = False,
         parse: str = "first_integer",
+        top_k: int = sampling.DEFAULT_TOP_K,
     ) -> list[Result]:
         logits, mask, last_pos, cache = self._prefill(batch)
         logits = logits[:, -1, :]
@@ -432,7 +451,7 @@ class Engine:
         done = torch.zeros(bsz, dtype=torch.bool, device=self.device)
         produced: list[torch.Tensor] = []
         for step in range(max_new_tokens):
-            token = sampling.choose(logits, greedy, temperature, top_p, gens)
+            token = sampling.choose(logits, greedy, temperature, top_p, gens, top_k)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             produced.append(token)
             done = done | torch.isin(token, stop)

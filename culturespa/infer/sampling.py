@@ -1,4 +1,6 @@
-"""Next-token choice for the decode loop: greedy, or temperature + top-p sampling with one generator per request.
+"""Next-token choice for the decode loop: greedy, or temperature, then top-k, then top-p sampling with one generator
+per request (the order and the top-k default of 50 are those of transformers' ``generate``, which the paper called
+without setting ``top_k``).
 
 A generator per request, seeded from (seed, key), makes a request's sample independent of which batch it lands in
 and of how many requests came before it, so a resumed run draws the same answers (up to float noise in the logits).
@@ -25,6 +27,17 @@ def make_generators(seed: int, keys: list[str], device: torch.device) -> list[to
     return gens
 
 
+DEFAULT_TOP_K = 50  # transformers' GenerationConfig default; 0 turns top-k off
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Set every logit below the ``top_k``-th largest of its row to -inf (ties with it stay); ``top_k`` 0 = no cut."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Zero the tail outside the smallest set of tokens whose mass reaches ``top_p`` (the top token always stays)."""
     if top_p >= 1.0:
@@ -36,13 +49,18 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def choose(
-    logits: torch.Tensor, greedy: bool, temperature: float, top_p: float, generators: list[torch.Generator] | None
+    logits: torch.Tensor,
+    greedy: bool,
+    temperature: float,
+    top_p: float,
+    generators: list[torch.Generator] | None,
+    top_k: int = DEFAULT_TOP_K,
 ) -> torch.Tensor:
     """One token id per row of ``logits`` [B, V]."""
     if greedy:
         return torch.argmax(logits, dim=-1)
-    probs = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1)
-    probs = top_p_filter(probs, top_p)
+    scaled = top_k_filter(logits.float() / max(temperature, 1e-6), top_k)
+    probs = top_p_filter(torch.softmax(scaled, dim=-1), top_p)
     assert generators is not None and len(generators) == probs.shape[0]
     picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(probs.shape[0])]
     return torch.cat(picks)

@@ -103,8 +103,9 @@ class PromptBuilder:
         return a["list_separator"].join(names[:-1]) + a["last_separator"] + names[-1]
 
     def format_options(self, question: Question) -> str:
-        line = self.t["answer"]["option"]
-        return "\n".join(self._fmt(line, number=n, text=question.option_text(n)) for n in question.numbers)
+        """The options as ``answer.option`` each, joined by ``answer.option_separator`` (older templates: a line each)."""
+        line, separator = self.t["answer"]["option"], self.t["answer"].get("option_separator", "\n")
+        return separator.join(self._fmt(line, number=n, text=question.option_text(n)) for n in question.numbers)
 
     def user_turn(self, question: Question) -> str:
         return self._fmt(self.t["answer"]["user"], question=question.text, options=self.format_options(question))
@@ -150,15 +151,23 @@ class PromptBuilder:
         examples: Sequence[tuple[Question, int]] = (),
     ) -> list[Message]:
         """System prompt, then the question; P3's in-context examples go inside the question's user turn (style
-        ``inline``, the paper's: each shows its question, options and answer number with the option's text) or before
-        it as user/assistant exchanges (style ``turns``), per ``templates.answer.examples.style``."""
+        ``inline``, the paper's: each shows its question, options and answer number with the option's text; the
+        turn's template gets ``{examples}``, ``{question_text}``, ``{options}`` and ``{question}``, the whole plain
+        question turn) or before it as user/assistant exchanges (style ``turns``), per
+        ``templates.answer.examples.style``."""
         messages: list[Message] = [
             {"role": "system", "content": self.system_prompt(system, culture, similar, dissimilar)}
         ]
         spec = self.t["answer"].get("examples") or {"style": "turns"}
         if examples and spec.get("style", "turns") == "inline":
             shown = "\n".join(self._inline_example(spec, example, number) for example, number in examples)
-            content = self._fmt(spec["user"], examples=shown, question=self.user_turn(question))
+            content = self._fmt(
+                spec["user"],
+                examples=shown,
+                question=self.user_turn(question),
+                question_text=question.text,
+                options=self.format_options(question),
+            )
             return [*messages, {"role": "user", "content": content}]
         for example, number in examples:
             messages.append({"role": "user", "content": self.user_turn(example)})

@@ -134,10 +134,11 @@ def world_size(trainer_cfg: Any) -> int:
 
 
 def training_style(cfg: DictConfig) -> PromptStyle:
-    """The prompt style of the SFT examples: the configured templates with the system kind of ``data.system``; it is
-    saved beside the adapter so evaluation asks the model the way it was trained."""
+    """The prompt style of the SFT examples: the configured templates with the system kind of ``data.train_system``
+    (null: ``data.system``, whose answers the pairs compare); it is saved beside the adapter so evaluation asks the
+    model the way it was trained."""
     style = PromptStyle.from_config(cfg.templates, cfg.prompt)
-    style.system = str(cfg.data.system)
+    style.system = str(OmegaConf.select(cfg, "data.train_system", default=None) or cfg.data.system)
     return style
 
 
@@ -182,9 +183,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     trained = [c for c in cultures if c in splits]
     jobs: list[tuple[str, list[str]]] = [("joint", trained)] if mode == "joint" else [(c, [c]) for c in cultures]
 
-    wvs = WVSData.load(settings.wvs_dir) if settings.data.system == "cct" else None
+    wvs = WVSData.load(settings.wvs_dir) if style.system == "cct" else None
     tokenizer = load_tokenizer(ModelSpec.from_config(settings.model), settings.cache_dir)
-    encoder = ExampleEncoder(tokenizer, style, settings.data.system, int(settings.data.cutoff_len), wvs)
+    encoder = ExampleEncoder(tokenizer, style, style.system, int(settings.data.cutoff_len), wvs)
 
     single_log_lines()
     runs: dict[str, dict[str, Any]] = {}
