@@ -14,7 +14,7 @@ from test_generate_pairs import _question  # the same hand-made question records
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.generate import criteria, noise
-from culturespa.generate.pairs import Rule, null_rates
+from culturespa.generate.pair_rule import Rule, null_rates
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine
 from culturespa.stages.checks import smallest_p

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,10 @@ from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.outputs import overwrite_requested, read_meta
+from culturespa.generate.pair_rule import Rule, Runs, null_rates, option_numbers
 from culturespa.generate.track import stage_run
 
 log = logging.getLogger("culturespa.generate")
-CRITERIA = ("answer", "majority", "distribution", "none")
-Runs = dict[str, list[int | None]]
 
 
 def read_answer_runs(path: Path, need_distribution: bool = False) -> tuple[dict[str, dict[str, Any]], Runs]:
@@ -85,96 +85,92 @@ def js_distance(p: dict[str, float], q: dict[str, float], numbers: list[int]) ->
     return distance
 
 
-def _numbers(question: dict[str, Any]) -> list[int]:
-    first = int(question.get("first_option", 1))
-    return list(range(first, first + len(question["options"])))
+Counts = dict[str, int]
+_ZERO: Counts = {"valid": 0, "same": 0, "differ": 0, "kept": 0, "compared": 0}
 
 
-class Rule:
-    """The criterion with its settings, applied the same way to (aware, unaware) and to (unaware r, unaware 0)."""
+@dataclass(frozen=True)
+class Judgement:
+    """What the rule decided for one question of one culture, and what the counts and the noise floor need of it."""
 
-    def __init__(self, criterion: str, k: int, alpha: float, js_threshold: float, sampled: bool) -> None:
-        if criterion not in CRITERIA:
-            raise CultureSPAError(f"data.criterion={criterion!r} is not valid; choose one of: {', '.join(CRITERIA)}")
-        self.criterion, self.k, self.alpha, self.sampled = criterion, k, alpha, sampled
-        self.calibrated = criterion == "distribution" and sampled
-        self.counted = criterion in ("majority", "distribution") and sampled  # decided on the sample counts
-        self.threshold: float | None = None if self.calibrated else js_threshold
-        self.quantile: float | None = None
-        self.null_size = 0
-
-    def replicate(self, runs: list[int | None], r: int) -> list[int | None]:
-        return runs[r * self.k : (r + 1) * self.k]
-
-    def calibrate(self, unaware: Runs, questions: dict[str, dict[str, Any]], replicates: int, quantile: float) -> None:
-        """The distribution criterion's threshold: the ``quantile`` of unaware replicate r vs 0 (r = 1..R)."""
-        if not self.calibrated:
-            return
-        null = []
-        for q_id, runs in unaware.items():
-            base = criteria.counts(self.replicate(runs, 0))
-            for r in range(1, replicates + 1):
-                js = criteria.count_js(criteria.counts(self.replicate(runs, r)), base, _numbers(questions[q_id]))
-                if js is not None:
-                    null.append(js)
-        self.threshold, self.quantile, self.null_size = criteria.null_threshold(null, quantile), quantile, len(null)
-        if self.threshold is None:
-            raise CultureSPAError(
-                "data.criterion=distribution: no unaware question has valid answers in two replicates to "
-                "calibrate the threshold on (answer with data.noise_replicates>=1 and decoding=sample)"
-            )
-
-    def decide(self, aware: list[int | None], unaware: list[int | None], numbers: list[int]) -> dict[str, Any] | None:
-        """For sampled count-based criteria: None when not comparable, else keep/answer/statistics."""
-        a, u = criteria.counts(aware), criteria.counts(unaware)
-        if not a or not u:
-            return None
-        out: dict[str, Any] = {
-            "answer": criteria.majority(a, u),
-            "unaware_answer": criteria.unaware_answer(u),
-            "aware_counts": {str(o): n for o, n in sorted(a.items())},
-            "unaware_counts": {str(o): n for o, n in sorted(u.items())},
-        }
-        if self.criterion == "majority":
-            keep, p = criteria.keep_majority(a, u, self.alpha)
-            return out | {"keep": keep, "p_value": p}
-        js = criteria.count_js(a, u, numbers)
-        return out | {"keep": js is not None and js > self.threshold, "js": js}  # type: ignore[operator]
-
-    def null_keep(self, runs: list[int | None], r: int, numbers: list[int]) -> bool | None:
-        """Would the rule keep unaware replicate r against replicate 0? None when it cannot be evaluated."""
-        if self.criterion == "answer":
-            first, other = runs[0] if runs else None, runs[r * self.k] if len(runs) > r * self.k else None
-            return None if first is None or other is None else first != other
-        if self.counted:
-            decision = self.decide(self.replicate(runs, r), self.replicate(runs, 0), numbers)
-            return None if decision is None else bool(decision["keep"])
-        return None
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "samples": self.k,
-            "alpha": self.alpha if self.criterion == "majority" else None,
-            "calibrated": self.calibrated,
-            "threshold": self.threshold if self.criterion == "distribution" else None,
-            "quantile": self.quantile,
-            "null_size": self.null_size if self.calibrated else None,
-        }
+    both_valid: bool
+    js: float | None
+    decision: dict[str, Any] | None
+    keep: bool
 
 
-def null_rates(rule: Rule, unaware: Runs, questions: dict[str, dict[str, Any]], replicates: int) -> dict[str, Any]:
-    """How often the rule keeps a question between two unaware replicates: overall (``_all``) and per topic."""
-    hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for q_id, runs in unaware.items():
-        topic = str(questions[q_id].get("topic"))
-        for r in range(1, replicates + 1):
-            keep = rule.null_keep(runs, r, _numbers(questions[q_id]))
-            if keep is None:
-                continue
-            for scope in ("_all", topic):
-                hits[scope][0] += int(keep)
-                hits[scope][1] += 1
-    return {scope: (k / n if n else None) for scope, (k, n) in hits.items()}
+@dataclass
+class CultureTally:
+    """Counts per scope (``_all`` and each topic), the noise floor's per-question rates and the kept pairs."""
+
+    counts: dict[str, Counts] = field(default_factory=lambda: defaultdict(lambda: dict(_ZERO)))
+    floor: noise.Floor = field(default_factory=lambda: noise.Floor([], [], []))
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def judge(
+    rec: dict[str, Any], base: dict[str, Any] | None, a_runs: list[int | None], u_runs: list[int | None], rule: Rule
+) -> Judgement:
+    """Apply the rule to one question: the aware record ``rec`` against the unaware record ``base``."""
+    numbers = option_numbers(rec["question"])
+    both = bool(rec["valid"]) and base is not None and bool(base["valid"])
+    js = None
+    if base is not None and isinstance(rec.get("distribution"), dict) and isinstance(base.get("distribution"), dict):
+        js = js_distance(rec["distribution"], base["distribution"], numbers)
+    decision = rule.decide(a_runs[: rule.k], rule.replicate(u_runs, 0), numbers) if rule.counted else None
+    if rule.criterion == "answer":
+        keep = both and rec["answer"] != base["answer"]  # type: ignore[index]
+    elif rule.counted:
+        keep = bool(decision and decision["keep"])
+    elif rule.criterion == "distribution":
+        keep = both and js is not None and js >= float(rule.threshold)  # type: ignore[arg-type]
+    else:
+        keep = bool(rec["valid"])
+    return Judgement(both, js, decision, keep)
+
+
+def tally(
+    t: CultureTally,
+    rec: dict[str, Any],
+    base: dict[str, Any] | None,
+    j: Judgement,
+    runs: tuple[list[int | None], list[int | None]],
+    rule: Rule,
+) -> None:
+    """Add one judged question to the culture's counts and noise floor."""
+    topic = str(rec["question"].get("topic"))
+    if rule.sampled:
+        rates = noise.disagreement(criteria.counts(runs[0]), criteria.counts(runs[1]))
+        if rates is not None:
+            t.floor.topics.append(topic)
+            t.floor.aware.append(rates[0])
+            t.floor.unaware.append(rates[1])
+    elif j.both_valid:
+        t.floor.topics.append(topic)
+        t.floor.aware.append(float(rec["answer"] != base["answer"]))  # type: ignore[index]
+        t.floor.unaware.append(0.0)
+    for scope in ("_all", topic):
+        c = t.counts[scope]
+        if j.both_valid:
+            c["valid"] += 1
+            c["same" if rec["answer"] == base["answer"] else "differ"] += 1  # type: ignore[index]
+        c["compared"] += int(j.decision is not None if rule.counted else j.both_valid)
+        c["kept"] += int(j.keep)
+
+
+def pair_record(q_id: str, rec: dict[str, Any], base: dict[str, Any] | None, j: Judgement, culture: str) -> dict:
+    """A kept pair; for sampled criteria the aware majority is the SFT target and the counts travel along."""
+    question = rec["question"]
+    pair = {
+        "id": q_id,
+        "culture": culture,
+        "topic": question.get("topic"),
+        "question": question,
+        "answer": rec["answer"],
+        "unaware_answer": base["answer"] if base is not None and base["valid"] else None,
+        "js": j.js,
+    }
+    return pair if j.decision is None else pair | {k: v for k, v in j.decision.items() if k != "keep"}
 
 
 def compare(
@@ -189,93 +185,42 @@ def compare(
     ci: tuple[int, float, int],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Pairs and stats for one culture (stats per topic and the noise floor included)."""
-    pairs: list[dict[str, Any]] = []
-    zero = {"valid": 0, "same": 0, "differ": 0, "kept": 0, "compared": 0}
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict(zero))
-    floor = noise.Floor([], [], [])
-    counted, sampled = rule.counted, rule.sampled
+    t = CultureTally()
     for q_id, rec in aware.items():
-        question = rec["question"]
-        topic = str(question.get("topic"))
         base = unaware.get(q_id)
-        both = bool(rec["valid"]) and base is not None and bool(base["valid"])
         a_runs, u_runs = aware_runs.get(q_id, []), unaware_runs.get(q_id, [])
-        js = None
-        if (
-            base is not None
-            and isinstance(rec.get("distribution"), dict)
-            and isinstance(base.get("distribution"), dict)
-        ):
-            js = js_distance(rec["distribution"], base["distribution"], _numbers(question))
-        decision = None
-        if counted:
-            decision = rule.decide(a_runs[: rule.k], rule.replicate(u_runs, 0), _numbers(question))
-        if sampled:
-            rates = noise.disagreement(criteria.counts(a_runs), criteria.counts(u_runs))
-            if rates is not None:
-                floor.topics.append(topic)
-                floor.aware.append(rates[0])
-                floor.unaware.append(rates[1])
-        elif both:
-            floor.topics.append(topic)
-            floor.aware.append(float(rec["answer"] != base["answer"]))  # type: ignore[index]
-            floor.unaware.append(0.0)
-        for scope in ("_all", topic):
-            c = counts[scope]
-            if both:
-                c["valid"] += 1
-                c["same" if rec["answer"] == base["answer"] else "differ"] += 1  # type: ignore[index]
-            c["compared"] += int(decision is not None if counted else both)
-        if rule.criterion == "answer":
-            keep = both and rec["answer"] != base["answer"]  # type: ignore[index]
-        elif counted:
-            keep = bool(decision and decision["keep"])
-        elif rule.criterion == "distribution":
-            keep = both and js is not None and js >= float(rule.threshold)  # type: ignore[arg-type]
-        else:
-            keep = bool(rec["valid"])
-        if keep:
-            counts["_all"]["kept"] += 1
-            counts[topic]["kept"] += 1
-            pair = {
-                "id": q_id,
-                "culture": culture,
-                "topic": question.get("topic"),
-                "question": question,
-                "answer": rec["answer"],
-                "unaware_answer": base["answer"] if base is not None and base["valid"] else None,
-                "js": js,
-            }
-            pairs.append(pair if decision is None else pair | _pair_fields(decision))
+        j = judge(rec, base, a_runs, u_runs, rule)
+        tally(t, rec, base, j, (a_runs, u_runs), rule)
+        if j.keep:
+            t.pairs.append(pair_record(q_id, rec, base, j, culture))
+    overall = culture_stats(t, None, culture, rule, null, ci)
+    overall["topics"] = {
+        topic: culture_stats(t, topic, culture, rule, null, ci) for topic in sorted(t.counts) if topic != "_all"
+    }
+    return t.pairs, overall
 
+
+def culture_stats(
+    t: CultureTally, topic: str | None, culture: str, rule: Rule, null: dict[str, Any], ci: tuple[int, float, int]
+) -> dict[str, Any]:
+    """The counts of one scope (a topic, or all with ``topic=None``) with its differ rate and noise floor."""
+    c = t.counts.get("_all" if topic is None else topic, dict(_ZERO))
+    out: dict[str, Any] = {k: v for k, v in c.items() if k != "compared"}
+    out["differ_rate"] = c["differ"] / c["valid"] if c["valid"] else 0.0
     resamples, level, seed = ci
-    deterministic = not sampled
-
-    def finish(c: dict[str, int], topic: str | None) -> dict[str, Any]:
-        out = {k: v for k, v in c.items() if k != "compared"}
-        out["differ_rate"] = c["differ"] / c["valid"] if c["valid"] else 0.0
-        out["noise"] = noise.summarise(
-            floor,
-            topic,
-            deterministic=deterministic,
-            kept=c["kept"],
-            compared=c["compared"],
-            null_keep_rate=null.get("_all" if topic is None else topic),
-            resamples=resamples,
-            level=level,
-            seed=seed,
-            label=f"{culture}/{topic or '_all'}",
-        )
-        return out
-
-    overall = finish(counts.pop("_all", dict(zero)), None)
-    overall["topics"] = {t: finish(c, t) for t, c in sorted(counts.items())}
-    return pairs, overall
-
-
-def _pair_fields(decision: dict[str, Any]) -> dict[str, Any]:
-    """A kept sampled pair: the aware majority is the SFT target; the counts and the test statistic travel along."""
-    return {k: v for k, v in decision.items() if k != "keep"}
+    out["noise"] = noise.summarise(
+        t.floor,
+        topic,
+        deterministic=not rule.sampled,
+        kept=c["kept"],
+        compared=c["compared"],
+        null_keep_rate=null.get("_all" if topic is None else topic),
+        resamples=resamples,
+        level=level,
+        seed=seed,
+        label=f"{culture}/{topic or '_all'}",
+    )
+    return out
 
 
 def _decoding(cfg: DictConfig, path: Path) -> str:
@@ -284,98 +229,186 @@ def _decoding(cfg: DictConfig, path: Path) -> str:
     return str(recorded or OmegaConf.select(cfg, "decoding.mode", default="greedy"))
 
 
-def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
-    system = str(cfg.data.system)
-    criterion = str(cfg.data.criterion)
-    threshold = float(cfg.data.js_threshold)
+@dataclass(frozen=True)
+class PairsPlan:
+    """Where the stage reads and writes, and the criterion's settings, all resolved before any file is read."""
+
+    system: str
+    criterion: str
+    folder: Path
+    out_dir: Path
+    unaware_path: Path
+    decoding: str
+    samples: int
+    replicates: int
+    alpha: float
+    js_threshold: float
+    null_quantile: float
+    ci: tuple[int, float, int]
+
+    @property
+    def sampled(self) -> bool:
+        return self.decoding == "sample"
+
+    def aware_path(self, culture: str) -> Path:
+        return answers_file(self.folder, self.system, culture)
+
+
+@dataclass
+class PairsInputs:
+    """Every answers file the stage compares, read and checked before anything is written."""
+
+    unaware: dict[str, dict[str, Any]]
+    unaware_runs: Runs
+    aware: dict[str, tuple[dict[str, dict[str, Any]], Runs]]
+
+    @property
+    def questions(self) -> dict[str, dict[str, Any]]:
+        return {q: r["question"] for q, r in self.unaware.items()}
+
+    @property
+    def unaware_samples(self) -> int:
+        return min((len(r) for r in self.unaware_runs.values()), default=0)
+
+
+def plan_pairs(cfg: DictConfig) -> PairsPlan:
     folder = Path(str(cfg.answers.output_dir))
-    out_dir = Path(str(cfg.sft.pairs_dir))
     unaware_path = answers_file(folder, "unaware", None)
-    mode = _decoding(cfg, unaware_path)
-    sampled = mode == "sample"
-    k = int(OmegaConf.select(cfg, "data.samples", default=1) or 1)
-    replicates = int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0)
-    alpha = float(OmegaConf.select(cfg, "data.alpha", default=0.05))
-    ci = (
-        int(OmegaConf.select(cfg, "data.bootstrap", default=1000)),
-        float(OmegaConf.select(cfg, "data.ci_level", default=0.95)),
-        int(OmegaConf.select(cfg, "data.seed", default=0) or 0),
+    return PairsPlan(
+        system=str(cfg.data.system),
+        criterion=str(cfg.data.criterion),
+        folder=folder,
+        out_dir=Path(str(cfg.sft.pairs_dir)),
+        unaware_path=unaware_path,
+        decoding=_decoding(cfg, unaware_path),
+        samples=int(OmegaConf.select(cfg, "data.samples", default=1) or 1),
+        replicates=int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0),
+        alpha=float(OmegaConf.select(cfg, "data.alpha", default=0.05)),
+        js_threshold=float(cfg.data.js_threshold),
+        null_quantile=float(OmegaConf.select(cfg, "data.null_quantile", default=0.95)),
+        ci=(
+            int(OmegaConf.select(cfg, "data.bootstrap", default=1000)),
+            float(OmegaConf.select(cfg, "data.ci_level", default=0.95)),
+            int(OmegaConf.select(cfg, "data.seed", default=0) or 0),
+        ),
     )
-    if criterion == "majority" and not sampled:
-        raise CultureSPAError(f"data.criterion=majority needs sampled answers; {unaware_path} holds {mode} answers")
-    need_dist = criterion == "distribution" and not sampled
-    # every input is read and checked before anything is written
-    unaware, unaware_runs = read_answer_runs(unaware_path, need_dist)
-    aware = {c: read_answer_runs(answers_file(folder, system, c), need_dist) for c in cultures}
-    questions = {q: r["question"] for q, r in unaware.items()}
-    rule = Rule(criterion, k, alpha, threshold, sampled)
-    have = min((len(r) for r in unaware_runs.values()), default=0)
+
+
+def read_inputs(plan: PairsPlan, cultures: list[str], rule: Rule) -> PairsInputs:
+    """Read every answers file; a counted criterion needs ``data.samples`` samples per question in each."""
+    if plan.criterion == "majority" and not plan.sampled:
+        raise CultureSPAError(
+            f"data.criterion=majority needs sampled answers; {plan.unaware_path} holds {plan.decoding} answers"
+        )
+    need_dist = plan.criterion == "distribution" and not plan.sampled
+    unaware, unaware_runs = read_answer_runs(plan.unaware_path, need_dist)
+    aware = {c: read_answer_runs(plan.aware_path(c), need_dist) for c in cultures}
     if rule.counted:
-        for path, runs in [(unaware_path, unaware_runs)] + [
-            (answers_file(folder, system, c), aware[c][1]) for c in cultures
-        ]:
+        k = plan.samples
+        for path, runs in [(plan.unaware_path, unaware_runs)] + [(plan.aware_path(c), aware[c][1]) for c in cultures]:
             fewest = min((len(r) for r in runs.values()), default=0)
             if fewest < k:
                 raise fail(
                     path,
-                    f"holds {fewest} sample(s) for some question; data.criterion={criterion} with data.samples={k} "
-                    f"needs {k}: rerun the answers stage with data.samples={k}",
+                    f"holds {fewest} sample(s) for some question; data.criterion={plan.criterion} with "
+                    f"data.samples={k} needs {k}: rerun the answers stage with data.samples={k}",
                 )
-    usable = min(replicates, have // k - 1) if sampled else 0
-    if sampled and usable < replicates:
+    return PairsInputs(unaware, unaware_runs, aware)
+
+
+def usable_replicates(plan: PairsPlan, have: int) -> int:
+    """The unaware replicates the files hold for the noise floor (warns when fewer than asked)."""
+    if not plan.sampled:
+        return 0
+    usable = min(plan.replicates, have // plan.samples - 1)
+    if usable < plan.replicates:
         log.warning(
             "pairs: %s holds %d samples per question, fewer than data.samples x (1 + data.noise_replicates) = %d; "
             "using %d replicate(s) for the noise floor",
-            unaware_path,
+            plan.unaware_path,
             have,
-            k * (1 + replicates),
+            plan.samples * (1 + plan.replicates),
             max(usable, 0),
         )
-    usable = max(usable, 0)
-    rule.calibrate(unaware_runs, questions, usable, float(OmegaConf.select(cfg, "data.null_quantile", default=0.95)))
-    null = null_rates(rule, unaware_runs, questions, usable) if sampled else {}
-    results = {
-        c: compare(
-            aware[c][0],
-            unaware,
-            c,
-            aware_runs=aware[c][1],
-            unaware_runs=unaware_runs,
-            rule=rule,
-            null=null,
-            ci=ci,
-        )
-        for c in cultures
-    }
-    log.info("pairs: recomputing from %s (cheap, deterministic)", folder)
-    if not sampled:
-        status = noise.DETERMINISTIC
-    elif have < 2:
-        status = "not measured (one sample per question: set data.noise_replicates>=1)"
-    elif not any(s["noise"]["questions"] for _, s in results.values()):
-        status = "not measured (no question with 1 valid aware and 2 valid unaware samples)"
-    else:
-        status = f"measured ({have} unaware samples per question, {usable} replicate(s) of k={k})"
+    return max(usable, 0)
+
+
+def floor_status(plan: PairsPlan, have: int, usable: int, results: dict[str, tuple[list, dict]]) -> str:
+    if not plan.sampled:
+        return noise.DETERMINISTIC
+    if have < 2:
+        return "not measured (one sample per question: set data.noise_replicates>=1)"
+    if not any(s["noise"]["questions"] for _, s in results.values()):
+        return "not measured (no question with 1 valid aware and 2 valid unaware samples)"
+    return f"measured ({have} unaware samples per question, {usable} replicate(s) of k={plan.samples})"
+
+
+def pairs_stats(plan: PairsPlan, rule: Rule, status: str, have: int, usable: int, null: dict, results: dict) -> dict:
+    """``stats.json``: the rule, the noise floor's settings and each culture's counts."""
     settings = rule.settings()
-    stats = {
-        "criterion": criterion,
-        "system": system,
-        "js_threshold": settings["threshold"] if criterion == "distribution" else None,
-        "rule": criteria.describe(criterion, settings),
+    return {
+        "criterion": plan.criterion,
+        "system": plan.system,
+        "js_threshold": settings["threshold"] if plan.criterion == "distribution" else None,
+        "rule": criteria.describe(plan.criterion, settings),
         "criterion_settings": settings,
         "noise_floor": {
             "status": status,
-            "decoding": mode,
-            "samples": k,
+            "decoding": plan.decoding,
+            "samples": plan.samples,
             "unaware_samples": have,
             "replicates": usable,
             "null_keep_rate": null.get("_all"),
-            "bootstrap": ci[0],
-            "ci_level": ci[1],
-            "seed": ci[2],
+            "bootstrap": plan.ci[0],
+            "ci_level": plan.ci[1],
+            "seed": plan.ci[2],
         },
         "cultures": {c: s for c, (_, s) in results.items()},
     }
+
+
+def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
+    """Plan, read every input, compare each culture, then write pairs and ``stats.json`` (atomically, with W&B)."""
+    plan = plan_pairs(cfg)
+    rule = Rule(plan.criterion, plan.samples, plan.alpha, plan.js_threshold, plan.sampled)
+    inputs = read_inputs(plan, cultures, rule)
+    have = inputs.unaware_samples
+    usable = usable_replicates(plan, have)
+    questions = inputs.questions
+    rule.calibrate(inputs.unaware_runs, questions, usable, plan.null_quantile)
+    null = null_rates(rule, inputs.unaware_runs, questions, usable) if plan.sampled else {}
+    results = {
+        c: compare(
+            inputs.aware[c][0],
+            inputs.unaware,
+            c,
+            aware_runs=inputs.aware[c][1],
+            unaware_runs=inputs.unaware_runs,
+            rule=rule,
+            null=null,
+            ci=plan.ci,
+        )
+        for c in cultures
+    }
+    log.info("pairs: recomputing from %s (cheap, deterministic)", plan.folder)
+    status = floor_status(plan, have, usable, results)
+    stats = pairs_stats(plan, rule, status, have, usable, null, results)
+    record_pairs(cfg, plan, results, stats, null)
+    kept = {c: s["kept"] for c, s in stats["cultures"].items()}
+    log.info("pairs: criterion=%s system=%s kept %s -> %s", plan.criterion, plan.system, kept, plan.out_dir)
+    return {
+        "stage": "pairs",
+        "output_dir": str(plan.out_dir),
+        "stats": str(plan.out_dir / "stats.json"),
+        "kept": kept,
+        "criterion": plan.criterion,
+        "noise_floor": status,
+    }
+
+
+def record_pairs(cfg: DictConfig, plan: PairsPlan, results: dict, stats: dict[str, Any], null: dict) -> None:
+    """Write each culture's pairs and ``stats.json`` inside the stage's run (W&B tables, summary), then print."""
+    out_dir, status = plan.out_dir, stats["noise_floor"]["status"]
     if not overwrite_requested(cfg):  # every file checked before any is written
         for culture, (pairs, _) in results.items():
             how = "set sft.pairs_dir=<another folder> for these settings, or overwrite=true"
@@ -410,13 +443,3 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
             | {"noise_floor": status, "null_keep_rate": null.get("_all")}
         )
     noise.print_table(stats)
-    kept = {c: s["kept"] for c, s in stats["cultures"].items()}
-    log.info("pairs: criterion=%s system=%s kept %s -> %s", criterion, system, kept, out_dir)
-    return {
-        "stage": "pairs",
-        "output_dir": str(out_dir),
-        "stats": str(out_dir / "stats.json"),
-        "kept": kept,
-        "criterion": criterion,
-        "noise_floor": status,
-    }
