@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from culturespa.errors import CultureSPAError
-from culturespa.generate.pairs import js_distance
+from culturespa.generate.pair_rule import js_distance
 from culturespa.generate.run import generate
 
 

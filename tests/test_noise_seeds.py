@@ -133,3 +133,17 @@ def test_cli_on_pipeline_pairs_folders(make_cfg, tmp_path: Path, capsys: pytest.
         noise_seeds.run_files(tmp_path)
     with pytest.raises(CultureSPAError, match="resamples: 0 must be >= 1"):
         noise_seeds.main([*folders, "--samples", "0"])
+
+
+def test_report_defaults_follow_eval_bootstrap() -> None:
+    """The generic report options default to eval.bootstrap's settings (noise_seeds relies on these defaults)."""
+    import argparse
+
+    from culturespa.data.reports import add_report_args
+    from culturespa.evaluate.uncertainty import BootstrapSettings
+
+    parser = argparse.ArgumentParser()
+    add_report_args(parser)
+    args = parser.parse_args([])
+    defaults = BootstrapSettings()
+    assert (args.samples, args.confidence, args.seed) == (defaults.samples, defaults.confidence, defaults.seed)

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.references import describe
-from culturespa.evaluate.seed_report import add_report_args, read_summary_json, spread, write_report
 from culturespa.evaluate.uncertainty import BootstrapSettings, over_seeds
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 from culturespa.generate import noise_seeds
@@ -263,7 +263,8 @@ def _with_pairs(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="culturespa.evaluate.seeds", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders (outputs/pipeline/runs/<name>) or comparison.json files")
-    add_report_args(parser)
+    defaults = BootstrapSettings()
+    add_report_args(parser, defaults.samples, defaults.confidence, defaults.seed)
     parser.add_argument("--data-dir", help="reference data (default: data/), to rescore the stored answers")
     parser.add_argument("--no-pairs", action="store_true", help="leave out the CRQPC pairs / noise floor table")
     args = parser.parse_args(list(argv) if argv is not None else None)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
 from culturespa.errors import CultureSPAError
-from culturespa.evaluate.seed_report import add_report_args, read_summary_json, spread, write_report
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.pairs import read_answer_runs

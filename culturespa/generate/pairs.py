@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.outputs import overwrite_requested, read_meta
-from culturespa.generate.pair_rule import Rule, Runs, null_rates, option_numbers
+from culturespa.generate.pair_rule import Rule, Runs, compare, null_rates
 from culturespa.generate.track import stage_run
 
 log = logging.getLogger("culturespa.generate")
@@ -75,152 +75,6 @@ def read_answer_runs(path: Path, need_distribution: bool = False) -> tuple[dict[
     if not by_id:
         raise fail(path, "answers file is empty")
     return by_id, {q: [r[i] for i in sorted(r)] for q, r in runs.items()}
-
-
-def js_distance(p: dict[str, float], q: dict[str, float], numbers: list[int]) -> float:
-    """Jensen-Shannon distance (base 2) between two logprob answer distributions (JSON: option numbers as strings)."""
-    distance = criteria.js_over({int(k): v for k, v in p.items()}, {int(k): v for k, v in q.items()}, numbers)
-    if distance is None:
-        raise CultureSPAError(f"empty answer distribution over options {numbers}")
-    return distance
-
-
-Counts = dict[str, int]
-_ZERO: Counts = {"valid": 0, "same": 0, "differ": 0, "kept": 0, "compared": 0}
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """What the rule decided for one question of one culture, and what the counts and the noise floor need of it."""
-
-    both_valid: bool
-    js: float | None
-    decision: dict[str, Any] | None
-    keep: bool
-
-
-@dataclass
-class CultureTally:
-    """Counts per scope (``_all`` and each topic), the noise floor's per-question rates and the kept pairs."""
-
-    counts: dict[str, Counts] = field(default_factory=lambda: defaultdict(lambda: dict(_ZERO)))
-    floor: noise.Floor = field(default_factory=lambda: noise.Floor([], [], []))
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def judge(
-    rec: dict[str, Any], base: dict[str, Any] | None, a_runs: list[int | None], u_runs: list[int | None], rule: Rule
-) -> Judgement:
-    """Apply the rule to one question: the aware record ``rec`` against the unaware record ``base``."""
-    numbers = option_numbers(rec["question"])
-    both = bool(rec["valid"]) and base is not None and bool(base["valid"])
-    js = None
-    if base is not None and isinstance(rec.get("distribution"), dict) and isinstance(base.get("distribution"), dict):
-        js = js_distance(rec["distribution"], base["distribution"], numbers)
-    decision = rule.decide(a_runs[: rule.k], rule.replicate(u_runs, 0), numbers) if rule.counted else None
-    if rule.criterion == "answer":
-        keep = both and rec["answer"] != base["answer"]  # type: ignore[index]
-    elif rule.counted:
-        keep = bool(decision and decision["keep"])
-    elif rule.criterion == "distribution":
-        keep = both and js is not None and js >= float(rule.threshold)  # type: ignore[arg-type]
-    else:
-        keep = bool(rec["valid"])
-    return Judgement(both, js, decision, keep)
-
-
-def tally(
-    t: CultureTally,
-    rec: dict[str, Any],
-    base: dict[str, Any] | None,
-    j: Judgement,
-    runs: tuple[list[int | None], list[int | None]],
-    rule: Rule,
-) -> None:
-    """Add one judged question to the culture's counts and noise floor."""
-    topic = str(rec["question"].get("topic"))
-    if rule.sampled:
-        rates = noise.disagreement(criteria.counts(runs[0]), criteria.counts(runs[1]))
-        if rates is not None:
-            t.floor.topics.append(topic)
-            t.floor.aware.append(rates[0])
-            t.floor.unaware.append(rates[1])
-    elif j.both_valid:
-        t.floor.topics.append(topic)
-        t.floor.aware.append(float(rec["answer"] != base["answer"]))  # type: ignore[index]
-        t.floor.unaware.append(0.0)
-    for scope in ("_all", topic):
-        c = t.counts[scope]
-        if j.both_valid:
-            c["valid"] += 1
-            c["same" if rec["answer"] == base["answer"] else "differ"] += 1  # type: ignore[index]
-        c["compared"] += int(j.decision is not None if rule.counted else j.both_valid)
-        c["kept"] += int(j.keep)
-
-
-def pair_record(q_id: str, rec: dict[str, Any], base: dict[str, Any] | None, j: Judgement, culture: str) -> dict:
-    """A kept pair; for sampled criteria the aware majority is the SFT target and the counts travel along."""
-    question = rec["question"]
-    pair = {
-        "id": q_id,
-        "culture": culture,
-        "topic": question.get("topic"),
-        "question": question,
-        "answer": rec["answer"],
-        "unaware_answer": base["answer"] if base is not None and base["valid"] else None,
-        "js": j.js,
-    }
-    return pair if j.decision is None else pair | {k: v for k, v in j.decision.items() if k != "keep"}
-
-
-def compare(
-    aware: dict[str, dict[str, Any]],
-    unaware: dict[str, dict[str, Any]],
-    culture: str,
-    *,
-    aware_runs: Runs,
-    unaware_runs: Runs,
-    rule: Rule,
-    null: dict[str, Any],
-    ci: tuple[int, float, int],
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Pairs and stats for one culture (stats per topic and the noise floor included)."""
-    t = CultureTally()
-    for q_id, rec in aware.items():
-        base = unaware.get(q_id)
-        a_runs, u_runs = aware_runs.get(q_id, []), unaware_runs.get(q_id, [])
-        j = judge(rec, base, a_runs, u_runs, rule)
-        tally(t, rec, base, j, (a_runs, u_runs), rule)
-        if j.keep:
-            t.pairs.append(pair_record(q_id, rec, base, j, culture))
-    overall = culture_stats(t, None, culture, rule, null, ci)
-    overall["topics"] = {
-        topic: culture_stats(t, topic, culture, rule, null, ci) for topic in sorted(t.counts) if topic != "_all"
-    }
-    return t.pairs, overall
-
-
-def culture_stats(
-    t: CultureTally, topic: str | None, culture: str, rule: Rule, null: dict[str, Any], ci: tuple[int, float, int]
-) -> dict[str, Any]:
-    """The counts of one scope (a topic, or all with ``topic=None``) with its differ rate and noise floor."""
-    c = t.counts.get("_all" if topic is None else topic, dict(_ZERO))
-    out: dict[str, Any] = {k: v for k, v in c.items() if k != "compared"}
-    out["differ_rate"] = c["differ"] / c["valid"] if c["valid"] else 0.0
-    resamples, level, seed = ci
-    out["noise"] = noise.summarise(
-        t.floor,
-        topic,
-        deterministic=not rule.sampled,
-        kept=c["kept"],
-        compared=c["compared"],
-        null_keep_rate=null.get("_all" if topic is None else topic),
-        resamples=resamples,
-        level=level,
-        seed=seed,
-        label=f"{culture}/{topic or '_all'}",
-    )
-    return out
 
 
 def _decoding(cfg: DictConfig, path: Path) -> str:

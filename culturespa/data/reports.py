@@ -1,5 +1,6 @@
 """What every over-seeds summary shares (scores in ``evaluate.seeds``, CRQPC pairs in ``generate.noise_seeds``):
-reading each run's JSON summary, the mean and spread over runs, the report options and where the report goes."""
+reading each run's JSON summary, the mean and spread over runs, the report options and where the report goes.
+It knows no stage (file I/O of JSON summaries and reports), so both summaries, on different floors, can use it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 
 from culturespa.data.jsonl import write_json, write_text
 from culturespa.errors import CultureSPAError
-from culturespa.evaluate.uncertainty import BootstrapSettings
 
 
 def read_summary_json(file: Path, fields: Sequence[str], missing: str) -> dict[str, Any]:
@@ -42,13 +42,16 @@ def spread(values: list[float]) -> dict[str, Any]:
     }
 
 
-def add_report_args(parser: argparse.ArgumentParser) -> None:
-    """The options every over-seeds summary takes: output files and the bootstrap's settings."""
+def add_report_args(
+    parser: argparse.ArgumentParser, samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> None:
+    """The options every over-seeds summary takes: output files and the bootstrap's settings (defaults: those of
+    ``eval.bootstrap``, which ``evaluate.seeds`` passes; a test holds them equal)."""
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--json", help="also write the summary to this JSON file")
-    parser.add_argument("--samples", type=int, default=BootstrapSettings.samples, help="bootstrap resamples")
-    parser.add_argument("--confidence", type=float, default=BootstrapSettings.confidence)
-    parser.add_argument("--seed", type=int, default=BootstrapSettings.seed, help="the bootstrap's seed")
+    parser.add_argument("--samples", type=int, default=samples, help="bootstrap resamples")
+    parser.add_argument("--confidence", type=float, default=confidence)
+    parser.add_argument("--seed", type=int, default=seed, help="the bootstrap's seed")
 
 
 def write_report(args: argparse.Namespace, table: str, summary: dict[str, Any]) -> dict[str, Any]:
