@@ -194,7 +194,7 @@ class QuestionsSettings(GroupSettings):
     n_examples: int = checked(5, Count())
     n_generated: int = checked(2, Count(0))
     max_retries: int = checked(5, Count(0))
-    temperature: float = checked(0.9, Between(0.0, 10.0))
+    temperature: float = checked(0.9, Between(0.0, 10.0, low_inclusive=True))  # 0 = greedy
     top_p: float = checked(0.95, Between(0.0, 1.0))
     top_k: int = checked(50, Count(0))  # 0 = off
     max_new_tokens: int = checked(256, Count())

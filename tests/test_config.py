@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from culturespa.config import CONFIG_DIR, _dotted_keys, check_override_keys, com
 from culturespa.data.cultures import PAPER_CULTURES
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, resolve_model_dir
+from culturespa.settings import GROUPS as SETTINGS_GROUPS
 from culturespa.utils.plain import slug, to_plain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +225,8 @@ def test_every_key_a_message_names_is_a_real_config_key(tmp_path: Path) -> None:
         for extra in ([], ["model=tiny_random", "trainer=fsdp", "filter=strict", "peft=qlora", "prompt=p2"]):
             cfg = compose(primary, extra, output_dir=tmp_path)
             known |= set(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    # keys the typed settings accept though a preset may leave them out (decoding.top_k, decoding.seed_step ...)
+    known |= {f"{cls.group}.{f.name}" for cls in SETTINGS_GROUPS for f in dataclasses.fields(cls)}
     keys = _hint_keys()
     assert "sft.pairs_dir" in keys and "model.path" in keys  # the walk finds the hints
     wrong = {key: where for key, where in keys.items() if key not in known}

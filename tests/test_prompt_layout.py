@@ -111,7 +111,7 @@ def test_a_template_file_of_ones_own_changes_the_prompt(tmp_path: Path, wvs: WVS
 
 def test_entry_points_accept_a_template_from_the_search_path(tmp_path: Path) -> None:
     """The entry points' early check of group options (utils/entry.py) also looks in hydra.searchpath folders."""
-    from culturespa.utils.entry import check_group_overrides
+    from culturespa.entry import check_group_overrides
 
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "paper_exact.yaml").write_text("{}\n")

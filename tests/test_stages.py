@@ -1,5 +1,9 @@
-"""The stage home keeps every digest the package ever wrote: the values below were computed by the hashers before
-they became one function (pipeline stage folders, run folders, training and output sidecars, evaluation answers)."""
+"""The stage home keeps every digest stable: pipeline stage folders, run folders, training and output sidecars,
+evaluation answers. The values were first computed by the five hashers before they became one function, and held
+through the restructuring (issue 18). Issue 21 then changed the default templates (the paper's prompt layout) and added
+``questions.top_k/exposure/accept`` and ``data.train_system``: every stage whose output a prompt decides (questions,
+answers, train, evaluate) got a new digest on purpose, so no cached output made with the old prompts is reused;
+filter and pairs kept theirs. A digest that moves without such a reason is a bug."""
 
 from __future__ import annotations
 
@@ -28,18 +32,18 @@ from culturespa.train.run import fingerprint as training_fingerprint
 from culturespa.utils.rundirs import run_dir_name
 
 PINNED_STAGES = {
-    ("sample", "questions"): "130aace47e",
+    ("sample", "questions"): "05b082f5d6",
     ("sample", "filter"): "ea8f5fcdc1",
-    ("sample", "answers"): "cfdb917a3d",
+    ("sample", "answers"): "2990477514",
     ("sample", "pairs"): "3b8d198fba",
-    ("sample", "train"): "47b36ac9a5",
-    ("sample", "evaluate"): "8756e14505",
-    ("logprob", "questions"): "130aace47e",
+    ("sample", "train"): "b49b1ccd13",
+    ("sample", "evaluate"): "6ae86d32c5",
+    ("logprob", "questions"): "05b082f5d6",
     ("logprob", "filter"): "ea8f5fcdc1",
-    ("logprob", "answers"): "8160504b2d",
+    ("logprob", "answers"): "374bb1368b",
     ("logprob", "pairs"): "3b8d198fba",
-    ("logprob", "train"): "47b36ac9a5",
-    ("logprob", "evaluate"): "d05633dbf5",
+    ("logprob", "train"): "b49b1ccd13",
+    ("logprob", "evaluate"): "f8c604db1f",
 }
 
 
@@ -65,16 +69,16 @@ def test_stage_hashes_are_unchanged(pinned) -> None:  # noqa: ANN001
 
 def test_run_folder_training_and_answer_digests_are_unchanged(pinned) -> None:  # noqa: ANN001
     evaluation = pinned("evaluate", "eval.adapter=/pinned-adapter")
-    assert config_hash(evaluation, FINGERPRINT_KEYS) == "70fc59af3f"
-    assert config_key(evaluation, run_inputs(evaluation)) == "eedcee141d"
-    assert run_dir_name("runs", evaluation, run_key) == "eval.adapter-pinned-adapter+model.dtype-float32-eedcee141d"
+    assert config_hash(evaluation, FINGERPRINT_KEYS) == "eb5bd65de3"
+    assert config_key(evaluation, run_inputs(evaluation)) == "68a8e5d94b"
+    assert run_dir_name("runs", evaluation, run_key) == "eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     assert str(evaluation.hydra.run.dir).endswith(
-        "/evaluate/runs/eval.adapter-pinned-adapter+model.dtype-float32-eedcee141d"
+        "/evaluate/runs/eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     )
     training = pinned("train", "sft.pairs_dir=/pinned-pairs", "mode=specific")
-    assert training_fingerprint(training, "joint") == "ef59a50bf935"
-    assert training_fingerprint(training, "USA", ["USA"]) == "d856344c0b51"
-    assert config_key(training, run_inputs(training)) == "65bcd275eb"
+    assert training_fingerprint(training, "joint") == "e6b82ba4825d"
+    assert training_fingerprint(training, "USA", ["USA"]) == "45b6204f565e"
+    assert config_key(training, run_inputs(training)) == "25de9ee5d0"
     assert fingerprint({"model": {"name": "x"}, "seed": 3, "culture": None, "similar": [1, 2]}) == "a483109f9ce1"
 
 
