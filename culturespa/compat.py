@@ -47,3 +47,12 @@ def cache_layers(cache: Any) -> list[KV]:
     """transformers: the (keys, values) tensors of every layer of a ``DynamicCache`` (its ``layers[i].keys`` and
     ``.values``; the cache has no public accessor that returns them without copying)."""
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def silence_wandb_warnings(messages: Sequence[str]) -> None:
+    """W&B: never print these ``termwarn`` messages. W&B prints a warning given ``repeat=False`` once per process and
+    records it in the private ``wandb.errors.term._printed_messages``; marking a message there as printed is the only
+    way to drop one that W&B writes straight to the console (no logger, no warnings category)."""
+    from wandb.errors import term  # heavy: only commands that log to W&B need it
+
+    term._printed_messages.update(f"{term.WARN_STRING} {message}" for message in messages)

@@ -94,3 +94,15 @@ def test_transformers_cache_from_layers_continues_a_prefix_exactly() -> None:
         continued = model(input_ids=suffix, past_key_values=cache, use_cache=True).logits
         full = model(input_ids=torch.cat([prefix.expand(2, -1), suffix], dim=1)).logits[:, -2:]
     torch.testing.assert_close(continued, full)
+
+
+def test_wandb_private_printed_messages_silences_a_console_warning(capsys) -> None:
+    from wandb.errors import term
+
+    assert isinstance(term._printed_messages, set), "wandb.errors.term._printed_messages is gone or changed"
+    message = "culturespa compat check: this warning must not be printed"
+    compat.silence_wandb_warnings([message])
+    term.termwarn(message, repeat=False)
+    assert message not in capsys.readouterr().err
+    term.termwarn(message + " (not silenced)", repeat=False)
+    assert "(not silenced)" in capsys.readouterr().err

@@ -16,6 +16,8 @@ import importlib.util
 import logging
 import warnings
 
+from culturespa import compat
+
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
 # logger -> starts of the messages it logs that do not concern the run
 QUIET_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
@@ -53,13 +55,7 @@ def quiet_third_party() -> None:
     for category, message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     if importlib.util.find_spec("wandb") is not None:
-        # imported here, not at the top: W&B is heavy and only this filter needs it
-        from wandb.errors import term
-
-        # termwarn(..., repeat=False) prints a message once: marked as printed, it is never printed
-        printed = getattr(term, "_printed_messages", None)
-        if isinstance(printed, set):
-            printed.update(f"{term.WARN_STRING} {message}" for message in QUIET_WANDB)
+        compat.silence_wandb_warnings(QUIET_WANDB)
 
 
 def single_log_lines() -> None:
