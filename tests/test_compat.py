@@ -96,9 +96,11 @@ def test_transformers_cache_from_layers_continues_a_prefix_exactly() -> None:
     torch.testing.assert_close(continued, full)
 
 
-def test_wandb_private_printed_messages_silences_a_console_warning(capsys) -> None:
+def test_wandb_private_printed_messages_silences_a_console_warning(capsys, monkeypatch) -> None:
     from wandb.errors import term
 
+    monkeypatch.setattr(term, "_silent", False)  # other tests (or WANDB_SILENT) may have silenced W&B's console
+    monkeypatch.setattr(term, "_show_warnings", True)
     assert isinstance(term._printed_messages, set), "wandb.errors.term._printed_messages is gone or changed"
     message = "culturespa compat check: this warning must not be printed"
     compat.silence_wandb_warnings([message])

@@ -27,12 +27,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
+from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
 from culturespa.train.strategies import gathered_model_state
 from culturespa.utils import chaos
 from culturespa.utils.perms import fix_tree
 
 log = logging.getLogger("culturespa.train")
-META_FILE = "culturespa.json"
 CONFIG_FILE = "config.yaml"
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
