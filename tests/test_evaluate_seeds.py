@@ -70,7 +70,7 @@ def test_mismatched_or_broken_runs_are_named(tmp_path: Path) -> None:
 def _answered_run(folder: Path, wvs, base: dict, tuned: dict, n: int = 30) -> Path:  # noqa: ANN001
     """A run folder as the pipeline leaves it: eval-base/ and eval-culturespa/ answer files plus comparison.json
     (scores computed from those answers); ``base``/``tuned`` map culture → function(question) → answer."""
-    from culturespa.evaluate.scoring import score_all
+    from culturespa.evaluate.alignment_score import score_all
 
     questions = wvs.eval_questions[:n]
     files, scored = {}, {}

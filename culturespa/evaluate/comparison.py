@@ -16,8 +16,8 @@ from typing import Any
 from culturespa.data.jsonl import read_jsonl
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
+from culturespa.evaluate.alignment_score import items_by_culture
 from culturespa.evaluate.multiplicity import holm
-from culturespa.evaluate.scoring import items_by_culture
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, paired_comparison
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 

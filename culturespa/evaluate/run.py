@@ -96,9 +96,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         setting["runs"] = effective_runs(cfg)
         answers = answer_with_model(cfg, wvs, questions, cultures, plan)
 
+    from culturespa.evaluate.alignment_score import items_by_culture, relation_matrix, score_all
     from culturespa.evaluate.references import averages, reference_scores
     from culturespa.evaluate.report import log_results, print_table, write_results
-    from culturespa.evaluate.scoring import items_by_culture, relation_matrix, score_all
 
     results = score_all(answers, questions, wvs, cultures)
     table = ScoreTable.from_items(items_by_culture(answers, questions, wvs, cultures), [q.id for q in questions])
