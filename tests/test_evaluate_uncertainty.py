@@ -11,15 +11,8 @@ import pytest
 
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.metrics import Item, culture_report, headline
-from culturespa.evaluate.uncertainty import (
-    BootstrapSettings,
-    ScoreTable,
-    over_seeds,
-    paired_comparison,
-    score_intervals,
-    scores,
-    unpaired_difference,
-)
+from culturespa.evaluate.paired import over_seeds, paired_comparison, unpaired_difference
+from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, score_intervals, scores
 
 
 def _table(err: list[list[float]] | np.ndarray, worst: list[list[float]] | np.ndarray) -> ScoreTable:

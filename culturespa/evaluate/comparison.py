@@ -18,7 +18,8 @@ from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.alignment_score import items_by_culture
 from culturespa.evaluate.multiplicity import holm
-from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, paired_comparison
+from culturespa.evaluate.paired import paired_comparison
+from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,9 @@ from culturespa.data.reports import add_report_args, read_summary_json, spread, 
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.comparison import paired_tables
+from culturespa.evaluate.paired import over_seeds
 from culturespa.evaluate.references import describe
-from culturespa.evaluate.uncertainty import BootstrapSettings, over_seeds
+from culturespa.evaluate.uncertainty import BootstrapSettings
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 from culturespa.generate import noise_seeds
 

@@ -11,7 +11,7 @@ weighted sums of per-question squares, so every resample is a matrix product ove
   point estimate, so invalid answers are excluded the same way in every resample.
 * **Intervals.** ``percentile`` (default) or ``bca`` (bias-corrected and accelerated; acceleration from the
   leave-one-question-out jackknife).
-* **Paired comparison** (base vs adapter): both systems are resampled with the *same* questions and runs, so what the
+* **Paired comparison** (base vs adapter, :mod:`culturespa.evaluate.paired`): both systems are resampled with the *same* questions and runs, so what the
   questions have in common (hard or easy for both) cancels out of the difference's interval.
 * **p-value** of "no difference" (``p_value``): ``permutation`` (default) — a paired approximate-randomisation test:
   each question's answers (all runs) are swapped between the two systems with probability ½, the score difference is
@@ -19,7 +19,7 @@ weighted sums of per-question squares, so every resample is a matrix product ove
   question are exchangeable. ``bootstrap`` — two-sided from the paired bootstrap distribution,
   ``p = min(1, 2 · min((1 + #{d* ≤ 0}), (1 + #{d* ≥ 0})) / (1 + samples))``: about the smallest ``1 − confidence`` at
   which the percentile interval would exclude 0.
-* **Over seeds** (:func:`over_seeds`): each bootstrap sample draws seeds with replacement and one question resample
+* **Over seeds** (:func:`culturespa.evaluate.paired.over_seeds`): each bootstrap sample draws seeds with replacement and one question resample
   shared by every seed (seeds and questions are crossed: every seed answers the same questions), plus runs within each
   seed; the difference is the mean over the drawn seeds. Percentile intervals and the bootstrap p-value.
 """
@@ -39,7 +39,7 @@ from culturespa.evaluate.metrics import Item
 
 METHODS = ("percentile", "bca")
 P_VALUES = ("permutation", "bootstrap")
-_TIE = 1e-9  # score differences closer than this count as equal (float noise in the matrix products)
+TIE = 1e-9  # score differences closer than this count as equal (float noise in the matrix products)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class ScoreTable:
 Sums = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _sums(table: ScoreTable, weights: np.ndarray) -> Sums:
+def weighted_sums(table: ScoreTable, weights: np.ndarray) -> Sums:
     """Weighted sums over questions of err, worst and count: each (B, C, R) for weights (B, Q)."""
     c, r, q = table.shape
     out = []
@@ -128,11 +128,11 @@ def _sums(table: ScoreTable, weights: np.ndarray) -> Sums:
     return out[0], out[1], out[2]
 
 
-def _add(a: Sums, b: Sums) -> Sums:
+def add_sums(a: Sums, b: Sums) -> Sums:
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     finite = np.isfinite(values)
     n = finite.sum(axis=axis)
     total = np.where(finite, values, 0.0).sum(axis=axis)
@@ -140,7 +140,7 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def _score(sums: Sums, picks: np.ndarray | None) -> np.ndarray:
+def score_sums(sums: Sums, picks: np.ndarray | None) -> np.ndarray:
     """(B, C) scores: per run ``100 (1 − sqrt(Σerr / Σworst))`` (NaN when nothing is scored, 100 when only
     single-option questions are), then the mean over the runs drawn in ``picks`` (B, R) or over all runs."""
     num, den, cnt = sums
@@ -151,17 +151,17 @@ def _score(sums: Sums, picks: np.ndarray | None) -> np.ndarray:
     if picks is not None:
         b, c, _ = per_run.shape
         per_run = per_run[np.arange(b)[:, None, None], np.arange(c)[None, :, None], picks[:, None, :]]
-    return _nanmean(per_run, axis=2)
+    return nanmean(per_run, axis=2)
 
 
 def scores(table: ScoreTable, weights: np.ndarray | None = None, picks: np.ndarray | None = None) -> np.ndarray:
     """Scores (B, C) for question weights (B, Q) and run picks (B, R); without weights, the point estimate (1, C)."""
     if weights is None:
         weights = np.ones((1, table.shape[2]))
-    return _score(_sums(table, weights), picks)
+    return score_sums(weighted_sums(table, weights), picks)
 
 
-def _draws(
+def draws(
     rng: np.random.Generator, n_questions: int, n_runs: int, samples: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     weights = rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=samples).astype(float)
@@ -169,7 +169,7 @@ def _draws(
     return weights, picks
 
 
-def _jackknife_weights(n_questions: int) -> np.ndarray:
+def jackknife_weights(n_questions: int) -> np.ndarray:
     return 1.0 - np.eye(n_questions)
 
 
@@ -190,7 +190,7 @@ def interval(
     alpha = 1.0 - confidence
     levels = np.array([alpha / 2.0, 1.0 - alpha / 2.0])
     if method == "bca" and jack is not None:
-        below = float(np.mean(values < estimate - _TIE)) + 0.5 * float(np.mean(np.abs(values - estimate) <= _TIE))
+        below = float(np.mean(values < estimate - TIE)) + 0.5 * float(np.mean(np.abs(values - estimate) <= TIE))
         jack = jack[np.isfinite(jack)]
         if 0.0 < below < 1.0 and jack.size > 2:
             z0 = norm.ppf(below)
@@ -203,7 +203,7 @@ def interval(
     return float(lo), float(hi)
 
 
-def _estimate(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
@@ -211,195 +211,26 @@ def score_intervals(table: ScoreTable, settings: BootstrapSettings) -> dict[str,
     """``{"cultures": {code: {"score", "lo", "hi"}}, "average": {"score", "lo", "hi"}}`` for one system."""
     rng = np.random.default_rng(settings.seed)
     _, n_runs, n_questions = table.shape
-    weights, picks = _draws(rng, n_questions, n_runs, settings.samples)
+    weights, picks = draws(rng, n_questions, n_runs, settings.samples)
     point = scores(table)[0]
     boot = scores(table, weights, picks)
-    jack = scores(table, _jackknife_weights(n_questions)) if settings.method == "bca" else None
+    jack = scores(table, jackknife_weights(n_questions)) if settings.method == "bca" else None
 
     def entry(est: float, b: np.ndarray, j: np.ndarray | None) -> dict[str, Any]:
-        lo, hi = interval(b, _estimate(est), settings.confidence, settings.method, j)
-        return {"score": _estimate(est), "lo": lo, "hi": hi}
+        lo, hi = interval(b, finite_or_none(est), settings.confidence, settings.method, j)
+        return {"score": finite_or_none(est), "lo": lo, "hi": hi}
 
     cultures = {
         code: entry(point[c], boot[:, c], None if jack is None else jack[:, c]) for c, code in enumerate(table.cultures)
     }
-    average = entry(
-        _average_last(point[None, :])[0], _average_last(boot), None if jack is None else _average_last(jack)
-    )
+    average = entry(average_last(point[None, :])[0], average_last(boot), None if jack is None else average_last(jack))
     return {"cultures": cultures, "average": average}
 
 
-# ----------------------------------------------------------------------------------------------- paired comparison
-def _check_aligned(base: ScoreTable, tuned: ScoreTable) -> None:
-    if base.cultures != tuned.cultures or base.questions != tuned.questions:
-        raise ValueError("paired comparison needs both systems' tables over the same cultures and questions")
-
-
-def _two_sided_bootstrap_p(deltas: np.ndarray) -> float | None:
-    values = deltas[np.isfinite(deltas)]
-    if values.size == 0:
-        return None
-    n = values.size
-    low = (1 + int(np.sum(values <= _TIE))) / (n + 1)
-    high = (1 + int(np.sum(values >= -_TIE))) / (n + 1)
-    return float(min(1.0, 2.0 * min(low, high)))
-
-
-def _permutation_p(observed: np.ndarray, permuted: np.ndarray) -> list[float | None]:
-    """Per column: ``(1 + #{|d*| ≥ |d|}) / (1 + n)`` over the permuted differences (B, K)."""
-    out: list[float | None] = []
-    for k, obs in enumerate(observed):
-        values = permuted[:, k][np.isfinite(permuted[:, k])]
-        if not np.isfinite(obs) or values.size == 0:
-            out.append(None)
-            continue
-        extreme = int(np.sum(np.abs(values) >= abs(obs) - _TIE))
-        out.append((1 + extreme) / (values.size + 1))
-    return out
-
-
-def _permuted_differences(base: ScoreTable, tuned: ScoreTable, rng: np.random.Generator, samples: int) -> np.ndarray:
-    """(B, C + 1) score differences (cultures, then the average) with each question's answers swapped between the
-    two systems with probability ½ (the same swap for every culture and run)."""
-    swap = rng.integers(0, 2, size=(samples, base.shape[2])).astype(float)
-    keep = 1.0 - swap
-    new_base = _score(_add(_sums(base, keep), _sums(tuned, swap)), None)
-    new_tuned = _score(_add(_sums(tuned, keep), _sums(base, swap)), None)
-    return np.column_stack([new_tuned - new_base, _average_last(new_tuned) - _average_last(new_base)])
-
-
-def paired_comparison(
-    base: ScoreTable, tuned: ScoreTable, settings: BootstrapSettings, labels: tuple[str, str] = ("base", "culturespa")
-) -> dict[str, Any]:
-    """Per culture and on average: each system's score with its interval, and the difference ``tuned − base`` with
-    its paired-bootstrap interval and p-value. Keys: ``{label}``, ``{label}_lo``, ``{label}_hi``, ``delta``,
-    ``delta_lo``, ``delta_hi``, ``p``."""
-    _check_aligned(base, tuned)
-    rng = np.random.default_rng(settings.seed)
-    n_questions = base.shape[2]
-    same_runs = base.shape[1] == tuned.shape[1]
-    weights, base_picks = _draws(rng, n_questions, base.shape[1], settings.samples)
-    tuned_picks = base_picks if same_runs else _draws(rng, n_questions, tuned.shape[1], settings.samples)[1]
-
-    point = np.stack([scores(base)[0], scores(tuned)[0]])  # (2, C)
-    boot = np.stack([scores(base, weights, base_picks), scores(tuned, weights, tuned_picks)])  # (2, B, C)
-    jack = None
-    if settings.method == "bca":
-        jw = _jackknife_weights(n_questions)
-        jack = np.stack([scores(base, jw), scores(tuned, jw)])
-    p_method = (
-        settings.p_value if same_runs else "bootstrap"
-    )  # a swap pairs run r of one system with run r of the other
-    permuted = _permuted_differences(base, tuned, rng, settings.samples) if p_method == "permutation" else None
-
-    def block(col: int | None) -> dict[str, Any]:
-        pick = (lambda a: a[..., col]) if col is not None else _average_last
-        est, b = pick(point), pick(boot)
-        j = pick(jack) if jack is not None else None
-        out: dict[str, Any] = {}
-        for k, label in enumerate(labels):
-            lo, hi = interval(
-                b[k], _estimate(est[k]), settings.confidence, settings.method, None if j is None else j[k]
-            )
-            out.update({label: _estimate(est[k]), f"{label}_lo": lo, f"{label}_hi": hi})
-        delta = _estimate(est[1] - est[0])
-        d_boot = b[1] - b[0]
-        lo, hi = interval(d_boot, delta, settings.confidence, settings.method, None if j is None else j[1] - j[0])
-        if delta is None:
-            p = None
-        elif permuted is not None:
-            p = _permutation_p(np.array([delta]), permuted[:, [len(base.cultures) if col is None else col]])[0]
-        else:
-            p = _two_sided_bootstrap_p(d_boot)
-        out.update({"delta": delta, "delta_lo": lo, "delta_hi": hi, "p": p})
-        return out
-
-    return {
-        "cultures": {code: block(c) for c, code in enumerate(base.cultures)},
-        "average": block(None),
-        "p_method": p_method,
-    }
-
-
-def _average_last(values: np.ndarray) -> np.ndarray:
+def average_last(values: np.ndarray) -> np.ndarray:
     """The mean over cultures (last axis) of an array shaped (..., C), leaving out cultures with no score."""
     flat = values.reshape(-1, values.shape[-1])
-    return _nanmean(flat, axis=1).reshape(values.shape[:-1])
-
-
-def unpaired_difference(
-    base: ScoreTable, tuned: ScoreTable, settings: BootstrapSettings
-) -> dict[str, tuple[float | None, float | None]]:
-    """The difference's interval when the two systems are resampled *independently* (what ignoring the pairing
-    gives); kept to show, and test, how much the pairing narrows the interval."""
-    _check_aligned(base, tuned)
-    rng = np.random.default_rng(settings.seed)
-    wb, pb = _draws(rng, base.shape[2], base.shape[1], settings.samples)
-    wt, pt = _draws(rng, tuned.shape[2], tuned.shape[1], settings.samples)
-    boot_tuned, boot_base = scores(tuned, wt, pt), scores(base, wb, pb)
-    point_tuned, point_base = scores(tuned), scores(base)
-    point = point_tuned[0] - point_base[0]
-    out = {
-        code: interval(boot_tuned[:, c] - boot_base[:, c], _estimate(point[c]), settings.confidence)
-        for c, code in enumerate(base.cultures)
-    }
-    avg = _average_last(boot_tuned) - _average_last(boot_base)
-    avg_point = _average_last(point_tuned)[0] - _average_last(point_base)[0]
-    out["average"] = interval(avg, _estimate(avg_point), settings.confidence)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------ over seeds
-def over_seeds(
-    runs: Sequence[tuple[ScoreTable, ScoreTable]],
-    settings: BootstrapSettings,
-    labels: tuple[str, str] = ("base", "culturespa"),
-) -> dict[str, Any]:
-    """Base vs tuned over several seeds (one pair of tables per seed, all over the same cultures and questions):
-    means over seeds with a crossed seeds × questions bootstrap (percentile intervals, bootstrap p-value)."""
-    if not runs:
-        raise ValueError("over_seeds needs at least one seed")
-    first = runs[0][0]
-    for base, tuned in runs:
-        _check_aligned(first, base)
-        _check_aligned(first, tuned)
-    rng = np.random.default_rng(settings.seed)
-    n_seeds, n_questions, samples = len(runs), first.shape[2], settings.samples
-    seed_picks = rng.integers(0, n_seeds, size=(samples, n_seeds))
-    weights = rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=samples).astype(float)
-    boot = np.empty((2, n_seeds, samples, len(first.cultures)))
-    point = np.empty((2, n_seeds, len(first.cultures)))
-    for s, pair in enumerate(runs):
-        same_runs = pair[0].shape[1] == pair[1].shape[1]
-        picks = _draws(rng, n_questions, pair[0].shape[1], samples)[1] if pair[0].shape[1] > 1 else None
-        tuned_picks = picks if same_runs else (_draws(rng, n_questions, pair[1].shape[1], samples)[1])
-        for k, (table, pk) in enumerate(zip(pair, (picks, tuned_picks), strict=True)):
-            boot[k, s] = scores(table, weights, pk)
-            point[k, s] = scores(table)[0]
-    # Mean over the drawn seeds: gather (2, B, S, C) and average over the drawn seeds (axis 2).
-    drawn = boot[:, seed_picks, np.arange(samples)[:, None], :]  # (2, B, S, C)
-    seed_mean = _nanmean(drawn, axis=2)  # (2, B, C)
-    point_mean = _nanmean(point, axis=1)  # (2, C)
-
-    def block(col: int | None) -> dict[str, Any]:
-        pick = (lambda a: a[..., col]) if col is not None else _average_last
-        est, b = pick(point_mean), pick(seed_mean)
-        out: dict[str, Any] = {}
-        for k, label in enumerate(labels):
-            lo, hi = interval(b[k], _estimate(est[k]), settings.confidence)
-            out.update({label: _estimate(est[k]), f"{label}_lo": lo, f"{label}_hi": hi})
-        delta = _estimate(est[1] - est[0])
-        lo, hi = interval(b[1] - b[0], delta, settings.confidence)
-        p = _two_sided_bootstrap_p(b[1] - b[0]) if delta is not None else None
-        out.update({"delta": delta, "delta_lo": lo, "delta_hi": hi, "p": p})
-        return out
-
-    return {
-        "cultures": {code: block(c) for c, code in enumerate(first.cultures)},
-        "average": block(None),
-        "p_method": "bootstrap",
-        "resampled": "seeds and questions (crossed), runs within seeds",
-    }
+    return nanmean(flat, axis=1).reshape(values.shape[:-1])
 
 
 # ----------------------------------------------------------------------------------------- alignment.json glue
