@@ -20,7 +20,7 @@ set_offline_defaults()
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @task_wrapper
 def main(cfg: DictConfig) -> Any:
-    from culturespa.evaluate.run import evaluate
+    from culturespa.evaluate.run import evaluate  # after set_offline_defaults: the stage's imports read the env
 
     return evaluate(cfg)
 

@@ -19,6 +19,8 @@ from culturespa.errors import CultureSPAError
 from culturespa.evaluate.alignment_score import items_by_culture
 from culturespa.evaluate.multiplicity import holm
 from culturespa.evaluate.paired import paired_comparison
+from culturespa.evaluate.references import describe
+from culturespa.evaluate.report import with_interval
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 
@@ -119,8 +121,6 @@ def print_comparison(comparison: dict[str, Any], console: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from culturespa.evaluate.report import with_interval
-
     about = comparison.get("uncertainty") or {}
     level = about.get("confidence")
     table = Table(
@@ -154,8 +154,6 @@ def print_comparison(comparison: dict[str, Any], console: Any) -> None:
     elif about.get("error"):
         console.print(f"no intervals: {about['error']}", markup=False)
     if comparison.get("references"):
-        from culturespa.evaluate.references import describe
-
         console.print(describe(comparison["references"]), markup=False)
     console.print(verdict(comparison), markup=False)
 

@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.adapters import resolve_adapters
+from culturespa.evaluate.evaluate_settings import EvaluateSettings
+from culturespa.models.dtype import resolve_dtype
+from culturespa.models.loader import ModelSpec, resolve_model_dir
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "general.json"
@@ -48,18 +49,20 @@ def _numeric_metrics(task_result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
+def run_general(settings: EvaluateSettings) -> dict[str, Any]:
     """Run the configured lm-eval tasks on the base model and on each adapter; write ``general.json``."""
     offline_env()
-    g = cfg.eval.general
-    tasks = [str(t) for t in (g.tasks or [])]
+    g = settings.eval.general
+    cultures = list(settings.cultures)
+    tasks = [str(t) for t in (g.get("tasks") or [])]
     if not tasks:
         raise CultureSPAError("eval.general.tasks: empty; name at least one lm-eval task")
     include = g.get("include_path")
     if include and not Path(str(include)).is_dir():
         raise CultureSPAError(f"eval.general.include_path: {include}: no such folder")
-    plan = resolve_adapters(cfg.eval.adapter, cultures, cfg.model, cfg.paths.cache_dir)
+    plan = resolve_adapters(settings.eval.adapter, cultures, settings.model, settings.cache_dir)
 
+    # lm-eval is an optional extra (requirements: lm_eval), slow to import: only for this suite
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -74,12 +77,9 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
     if unknown:
         raise CultureSPAError(f"eval.general.tasks: unknown lm-eval task(s) {', '.join(unknown)}")
 
-    from culturespa.models.dtype import resolve_dtype
-    from culturespa.models.loader import ModelSpec, resolve_model_dir
-
-    spec = ModelSpec.from_config(cfg.model)
-    model_dir = resolve_model_dir(spec, cfg.paths.cache_dir)
-    dtype = resolve_dtype(spec.dtype, _device(str(cfg.engine.device)))
+    spec = ModelSpec.from_config(settings.model)
+    model_dir = resolve_model_dir(spec, settings.cache_dir)
+    dtype = resolve_dtype(spec.dtype, _device(settings.device))
     targets: list[tuple[str, Path | None]] = [("base", None)]
     if plan.kind == "joint":
         targets.append(("adapter", plan.folder_for(None)))
@@ -92,23 +92,23 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
         lm = HFLM(
             pretrained=model_dir,
             peft=str(adapter) if adapter else None,
-            device=_device(str(cfg.engine.device)),
+            device=_device(settings.device),
             dtype=dtype,
-            batch_size=int(g.batch_size),
+            batch_size=int(g["batch_size"]),
             trust_remote_code=spec.trust_remote_code,
         )
         out = simple_evaluate(
             model=lm,
             tasks=tasks,
-            num_fewshot=g.num_fewshot,
-            limit=g.limit,
+            num_fewshot=g.get("num_fewshot"),
+            limit=g.get("limit"),
             task_manager=manager,
             log_samples=False,
-            apply_chat_template=bool(g.apply_chat_template),
-            random_seed=int(cfg.seed),
-            numpy_random_seed=int(cfg.seed),
-            torch_random_seed=int(cfg.seed),
-            fewshot_random_seed=int(cfg.seed),
+            apply_chat_template=bool(g.get("apply_chat_template")),
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
             bootstrap_iters=0,
         )
         scores[label] = {task: _numeric_metrics(res) for task, res in (out or {}).get("results", {}).items()}
@@ -120,11 +120,11 @@ def run_general(cfg: Any, cultures: list[str]) -> dict[str, Any]:
         "model": spec.name,
         "dtype": dtype,
         "adapter": plan.describe(),
-        "settings": OmegaConf.to_container(g, resolve=True),
+        "settings": dict(g),
         "scores": scores,
         "rows": rows,
     }
-    path = Path(str(cfg.eval.output_dir)) / RESULT_FILE
+    path = settings.output_dir / RESULT_FILE
     write_json(path, result)
     _print(rows, list(scores))
     return {"general": str(path), "scores": scores, "rows": rows}

@@ -19,6 +19,7 @@ from typing import Any
 from culturespa.data.jsonl import read_records
 from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError, fail
+from culturespa.infer.parsing import parse_answer
 
 PLACEHOLDER = "{culture}"
 
@@ -56,8 +57,6 @@ def load_predictions(path: str | Path, questions: Sequence[Question]) -> list[di
     An unknown ``Q_id`` (not one of ``questions``), a duplicate, or a record without ``Q_id``/``answer`` is a one-line
     error naming the file, the record and the id. Questions absent from the file are simply not scored.
     """
-    from culturespa.infer.parsing import parse_answer
-
     by_id = {q.id: q for q in questions}
     seen: dict[str, str] = {}
     records: list[dict[str, Any]] = []

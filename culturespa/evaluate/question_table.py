@@ -13,6 +13,7 @@ from typing import Any
 
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
+from culturespa.evaluate.prompting import answer_messages, style_for
 
 COLUMNS = [
     "question_id",
@@ -92,8 +93,6 @@ def rows(
 
 def model_prompts(cfg: Any, wvs: WVSData, plan: Any) -> Callable[[Question, str | None], str]:
     """The prompt each question was asked with (the configured variant, or the adapter's saved templates)."""
-    from culturespa.evaluate.prompting import answer_messages, style_for
-
     styles: dict[str | None, Any] = {}
 
     def prompt(question: Question, culture: str | None) -> str:

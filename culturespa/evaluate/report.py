@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.data.jsonl import write_json
+from culturespa.evaluate.references import averages, describe
+from culturespa.evaluate.verdict import Estimate, evaluation_verdict
 
 RESULT_FILE = "alignment.json"
 
@@ -48,16 +50,12 @@ def print_table(results: dict[str, Any], title: str = "WVS alignment") -> None:
     console = Console()
     console.print(table)
     if results.get("references"):
-        from culturespa.evaluate.references import averages, describe
-
         console.print(describe(averages(results["references"])), markup=False)
     console.print(verdict(results), markup=False)
 
 
 def verdict(results: dict[str, Any]) -> str:
     """The paragraph under the table (:mod:`culturespa.evaluate.verdict`), from an ``alignment.json`` body."""
-    from culturespa.evaluate.verdict import Estimate, evaluation_verdict
-
     average = Estimate(results["average"], results.get("average_lo"), results.get("average_hi"))
     scores = {code: row["score"] for code, row in results["cultures"].items()}
     model = (results.get("setting") or {}).get("model")
@@ -86,7 +84,5 @@ def log_results(run: Any, results: dict[str, Any], prefix: str = "alignment") ->
     run.summary[f"{prefix}/average_lo"] = results.get("average_lo")
     run.summary[f"{prefix}/average_hi"] = results.get("average_hi")
     run.summary[f"{prefix}/js_similarity_average"] = results.get("js_similarity_average")
-    from culturespa.evaluate.references import averages
-
     for name, average in averages(results.get("references")).items():
         run.summary[f"{prefix}/reference/{name}"] = average

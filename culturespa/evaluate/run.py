@@ -7,34 +7,83 @@ Suites (``eval.suite``):
   ``relations.png`` (and W&B).
 * ``general``: lm-evaluation-harness on the base model and the adapter(s) → ``general.json`` (and W&B).
 
-Every user error (unknown culture, missing adapter, adapter for another base model, bad predictions file) is raised as
-one line before any model is loaded.
+Plan → run → record: the config is read once into :class:`EvaluateSettings` (every user error — unknown culture,
+missing adapter, adapter for another base model, bad predictions file — is raised as one line before any model is
+loaded), the answers are made or read and scored into a :class:`Scored`, and the results are written and logged. The
+model's answer loop, W&B and the lineage catalogue still read the composed config (``cfg``) they were written for.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from culturespa.config import first_n, validate_config
+from culturespa.config import validate_config
+from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
+from culturespa.evaluate.adapters import AdapterPlan, resolve_adapters
+from culturespa.evaluate.alignment_score import items_by_culture, relation_matrix, score_all
+from culturespa.evaluate.analyses import log_outputs, relations_outputs
+from culturespa.evaluate.answering import answer_with_model, effective_runs
+from culturespa.evaluate.evaluate_settings import EvaluateSettings
+from culturespa.evaluate.general import log_general, run_general
+from culturespa.evaluate.latest import resolve_latest
+from culturespa.evaluate.predictions import PLACEHOLDER, load_predictions, prediction_paths
+from culturespa.evaluate.question_table import log_table, model_prompts
+from culturespa.evaluate.references import averages, reference_scores
+from culturespa.evaluate.report import log_results, print_table, write_results
+from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
+from culturespa.stages import lineage
+from culturespa.utils import artifacts
 from culturespa.utils.tracking import finish_run, start_run
 
 log = logging.getLogger(__name__)
 
 
-def _questions(cfg: DictConfig, wvs: WVSData) -> list[Any]:
-    return first_n(list(wvs.eval_questions), cfg, "eval.limit")
+@dataclass(frozen=True)
+class Scored:
+    """One WVS evaluation's answers and their scores, ready to be written and logged."""
+
+    wvs: WVSData
+    questions: list[Question]
+    answers: dict[str | None, list[dict[str, Any]]]
+    plan: AdapterPlan | None  # None: answers read from prediction files
+    results: dict[str, Any]
 
 
-def _predicted_answers(cfg: DictConfig, wvs: WVSData, questions: list[Any], cultures: list[str]) -> dict:
-    from culturespa.evaluate.predictions import PLACEHOLDER, load_predictions, prediction_paths
+def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
+    """Check the config and read it once (every user error before any model work)."""
+    cultures = validate_config(cfg)
+    bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before the adapter search
+    resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
+    return EvaluateSettings.from_config(cfg, cultures, bootstrap)
 
-    template = OmegaConf.select(cfg, "eval.predictions.path", default=None)
-    paths = prediction_paths(template, cultures)
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured suite; returns output paths and headline numbers."""
+    settings = plan_evaluation(cfg)
+    if settings.eval.suite == "general":
+        return evaluate_general(cfg, settings)
+    scored = score_wvs(cfg, settings)
+    return record(cfg, settings, scored)
+
+
+def evaluate_general(cfg: DictConfig, settings: EvaluateSettings) -> dict[str, Any]:
+    summary = run_general(settings)
+    run = start_run(cfg, "evaluate", "general")
+    try:
+        log_general(run, summary)
+    finally:
+        finish_run(run)
+    return summary
+
+
+def _predicted_answers(settings: EvaluateSettings, wvs: WVSData, questions: list[Question]) -> dict:
+    template = settings.eval.predictions.get("path")
+    paths = prediction_paths(template, settings.cultures)
     # Validate against every WVS question (files may hold unscored ones such as demographics); score the selected.
     known = list(wvs.questions.values())
     scored = {q.id for q in questions}
@@ -44,71 +93,59 @@ def _predicted_answers(cfg: DictConfig, wvs: WVSData, questions: list[Any], cult
     return {code: [r for r in load_predictions(path, known) if r["id"] in scored] for code, path in paths.items()}
 
 
-def _setting(cfg: DictConfig, source: str, adapter: str | None) -> dict[str, Any]:
+def _setting(settings: EvaluateSettings, adapter: str | None) -> dict[str, Any]:
+    from_model = settings.eval.source == "model"
     return {
-        "source": source,
-        "model": str(cfg.model.name) if source == "model" else None,
+        "source": settings.eval.source,
+        "model": str(settings.model["name"]) if from_model else None,
         "adapter": adapter,
-        "prompt": str(cfg.prompt.name) if source == "model" else None,
-        "decoding": str(cfg.decoding.mode) if source == "model" else None,
+        "prompt": settings.prompt_name if from_model else None,
+        "decoding": settings.decoding_mode if from_model else None,
         "runs": None,
-        "predictions": OmegaConf.select(cfg, "eval.predictions.path", default=None) if source != "model" else None,
-        "limit": OmegaConf.select(cfg, "eval.limit", default=None),
+        "predictions": settings.eval.predictions.get("path") if not from_model else None,
+        "limit": settings.eval.limit,
     }
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured suite; returns output paths and headline numbers."""
-    cultures = validate_config(cfg)
-    from culturespa.evaluate.latest import resolve_latest
-    from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
+def _answers(
+    cfg: DictConfig, settings: EvaluateSettings, wvs: WVSData, questions: list[Question]
+) -> tuple[dict, dict[str, Any], AdapterPlan | None]:
+    """The answers per culture, the ``setting`` block that says where they came from, and the adapter plan."""
+    if settings.eval.source == "predictions":
+        return _predicted_answers(settings, wvs, questions), _setting(settings, None), None
+    cultures = list(settings.cultures)
+    plan = resolve_adapters(settings.eval.adapter, cultures, settings.model, settings.cache_dir)
+    setting = _setting(settings, plan.describe())
+    setting["adapter_kind"] = plan.kind
+    setting["runs"] = effective_runs(cfg)
+    return answer_with_model(cfg, wvs, questions, cultures, plan), setting, plan
 
-    bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before any model work
-    resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
-    suite = str(cfg.eval.suite)
-    out_dir = Path(str(cfg.eval.output_dir))
-    if suite == "general":
-        from culturespa.evaluate.general import log_general, run_general
 
-        summary = run_general(cfg, cultures)
-        run = start_run(cfg, "evaluate", "general")
-        try:
-            log_general(run, summary)
-        finally:
-            finish_run(run)
-        return summary
-
-    wvs = WVSData.load(cfg.paths.wvs_dir)
+def score_wvs(cfg: DictConfig, settings: EvaluateSettings) -> Scored:
+    """Answer (or read) the WVS questions and score them, with intervals and the references beside."""
+    wvs = WVSData.load(settings.wvs_dir)
+    cultures = list(settings.cultures)
     for code in cultures:
         wvs.answer_shares(code, wvs.eval_questions[0].id)  # raises when the survey data lacks the culture
-    questions = _questions(cfg, wvs)
-    source = str(cfg.eval.source)
-    if source == "predictions":
-        answers = _predicted_answers(cfg, wvs, questions, cultures)
-        setting = _setting(cfg, source, None)
-    else:
-        from culturespa.evaluate.adapters import resolve_adapters
-        from culturespa.evaluate.answering import answer_with_model, effective_runs
-
-        plan = resolve_adapters(OmegaConf.select(cfg, "eval.adapter"), cultures, cfg.model, cfg.paths.cache_dir)
-        setting = _setting(cfg, source, plan.describe())
-        setting["adapter_kind"] = plan.kind
-        setting["runs"] = effective_runs(cfg)
-        answers = answer_with_model(cfg, wvs, questions, cultures, plan)
-
-    from culturespa.evaluate.alignment_score import items_by_culture, relation_matrix, score_all
-    from culturespa.evaluate.references import averages, reference_scores
-    from culturespa.evaluate.report import log_results, print_table, write_results
-
+    questions = list(wvs.eval_questions)
+    if settings.eval.limit is not None:  # a positive integer: checked with the config (settings.EvalSettings)
+        questions = questions[: settings.eval.limit]
+    answers, setting, plan = _answers(cfg, settings, wvs, questions)
     results = score_all(answers, questions, wvs, cultures)
     table = ScoreTable.from_items(items_by_culture(answers, questions, wvs, cultures), [q.id for q in questions])
-    attach_intervals(results, table, bootstrap)
+    attach_intervals(results, table, settings.bootstrap)
     results["references"] = reference_scores(wvs, questions, cultures)
     results["setting"] = setting
     for code in results["unscored"]:
         log.warning("%s: no valid answer to any question with survey answers; score reported as null", code)
+    return Scored(wvs, questions, answers, plan, results)
+
+
+def record(cfg: DictConfig, settings: EvaluateSettings, scored: Scored) -> dict[str, Any]:
+    """Write ``alignment.json``, print the table, log to W&B (and the relations outputs); returns the summary."""
+    results, out_dir = scored.results, settings.output_dir
     path = write_results(out_dir, results)
-    print_table(results, title=f"WVS alignment ({setting.get('prompt') or source})")
+    print_table(results, title=f"WVS alignment ({results['setting'].get('prompt') or settings.eval.source})")
     print(f"alignment results written to {path}")
     summary: dict[str, Any] = {
         "alignment": str(path),
@@ -118,18 +155,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "scores": {c: r["score"] for c, r in results["cultures"].items()},
         "references": averages(results["references"]),
     }
-    from culturespa.evaluate.question_table import log_table, model_prompts
-    from culturespa.stages import lineage
-    from culturespa.utils import artifacts
-
+    wvs, questions, answers, cultures = scored.wvs, scored.questions, scored.answers, list(settings.cultures)
+    prompts = model_prompts(cfg, wvs, scored.plan) if scored.plan is not None else None
     run = start_run(cfg, "evaluate", lineage.evaluation_label(cfg))
     try:
         artifacts.use_inputs(run, lineage.evaluation_inputs(cfg), cfg)
         log_results(run, results)
-        log_table(run, answers, questions, wvs, cultures, model_prompts(cfg, wvs, plan) if source == "model" else None)
-        if suite == "relations":
-            from culturespa.evaluate.analyses import log_outputs, relations_outputs
-
+        log_table(run, answers, questions, wvs, cultures, prompts)
+        if settings.eval.suite == "relations":
             matrix = relation_matrix(answers, questions, wvs, cultures)
             outputs = relations_outputs(matrix, cultures, out_dir)
             log_outputs(run, "relations", outputs)

@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from culturespa.data.jsonl import write_json
+from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.train.sft_data import Pair, PairChats, prepare_splits, shuffled
 
@@ -87,7 +88,7 @@ def dataset_entry(fmt: str, file_name: str, with_history: bool) -> dict[str, Any
 
 def run_export(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     """Write the selected cultures' pairs in ``export.format`` into ``export.output_dir``; returns the file list."""
-    from culturespa.train.run import training_style
+    from culturespa.train.run import training_style  # pulls in torch and Lightning (seconds): only when exporting
 
     fmt = str(cfg.export.format)
     if fmt not in FORMATS:
@@ -96,8 +97,6 @@ def run_export(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     style = training_style(cfg)
     wvs = None
     if style.system == "cct":
-        from culturespa.data.survey import WVSData
-
         wvs = WVSData.load(cfg.paths.wvs_dir)
     chats = PairChats(style, style.system, wvs)
     seed = int(cfg.data.seed)

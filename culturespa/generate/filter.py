@@ -109,7 +109,9 @@ def filter_questions(
         note(q, "kept", kept)
 
     if rouge_l_threshold is not None:
-        from culturespa.generate.near_dup import near_duplicates
+        from culturespa.generate.near_dup import (
+            near_duplicates,  # rouge_score and scipy load in seconds: only when used
+        )
 
         by_topic: dict[Any, list[int]] = defaultdict(list)
         for index, (kept, _) in enumerate(survivors):
