@@ -205,6 +205,19 @@ class QuestionsSettings(GroupSettings):
 
 
 @dataclass(frozen=True)
+class FilterSettings(GroupSettings):
+    group: ClassVar[str] = "filter"
+    rules: str = checked("strict", OneOf(("paper", "strict")))
+    input: str = checked("")
+    output: str = checked("")
+    rouge_l_threshold: float | None = checked(None, Between(0.0, 1.0))  # null = off
+    limit_per_topic: int | None = checked(None, Count())  # null = all
+    seed: int = checked(0)
+    non_substantive: str = checked("drop", OneOf(("drop", "strip")))
+    scale_note: str | None = checked()  # null: the WVS phrasing (culturespa.generate.paper_filter.DEFAULT_SCALE_NOTE)
+
+
+@dataclass(frozen=True)
 class AnswersSettings(GroupSettings):
     group: ClassVar[str] = "answers"
     setting: str = checked("unaware", OneOf(("unaware", "aware", "cct")))
@@ -261,6 +274,7 @@ GROUPS: tuple[type[GroupSettings], ...] = (
     DataSettings,
     EngineSettings,
     QuestionsSettings,
+    FilterSettings,
     AnswersSettings,
     EvalSettings,
     SFTSettings,

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from culturespa.data.jsonl import refuse_fewer, write_json, write_jsonl
 from culturespa.data.questions import Question
@@ -33,7 +33,8 @@ from culturespa.generate.outputs import overwrite_requested
 from culturespa.generate.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
 from culturespa.generate.paper_filter import table as steps_table
 from culturespa.generate.pool import load_questions
-from culturespa.generate.track import stage_run
+from culturespa.generate.track import Tracker
+from culturespa.settings import FilterSettings
 from culturespa.stages.lineage import filter_source, report_path
 
 log = logging.getLogger("culturespa.generate")
@@ -58,24 +59,18 @@ def limit_topics(questions: list[Question], limit: int, seed: int) -> list[Quest
     return [q for i, q in enumerate(questions) if i in chosen]
 
 
-def filter_questions(
-    questions: list[Question],
-    seed_texts: set[str],
-    rouge_l_threshold: float | None = None,
-    limit_per_topic: int | None = None,
-    non_substantive: str = "drop",
-    seed: int = 0,
-) -> tuple[list[Question], dict[str, Any], list[list[Any]]]:
-    """Apply every rule; returns the kept questions, the report and sample rows (original, options, outcome)."""
-    removed: Counter[str] = Counter({rule: 0 for rule in ALL_RULES})
-    modified: Counter[str] = Counter({m: 0 for m in MODIFICATIONS})
-    samples: list[list[Any]] = []
-    survivors: list[tuple[Question, str]] = []
-    seen: set[str] = set()
+@dataclass
+class Tally:
+    """What the strict rules did so far: removals and modifications per rule, and sample rows for W&B."""
 
-    def note(q: Question, outcome: str, after: Question | None = None) -> None:
-        if len(samples) < SAMPLE_ROWS or (outcome != "kept" and removed[outcome] <= 3):
-            samples.append(
+    removed: Counter[str] = field(default_factory=lambda: Counter({rule: 0 for rule in ALL_RULES}))
+    modified: Counter[str] = field(default_factory=lambda: Counter({m: 0 for m in MODIFICATIONS}))
+    samples: list[list[Any]] = field(default_factory=list)
+
+    def note(self, q: Question, outcome: str, after: Question | None = None) -> None:
+        """A sample row: the first ``SAMPLE_ROWS`` questions, plus the first few removed by each rule."""
+        if len(self.samples) < SAMPLE_ROWS or (outcome != "kept" and self.removed[outcome] <= 3):
+            self.samples.append(
                 [
                     q.id,
                     q.topic,
@@ -87,52 +82,77 @@ def filter_questions(
                 ]
             )
 
+
+def _format_and_dedupe(
+    questions: list[Question], seed_texts: set[str], non_substantive: str, tally: Tally
+) -> list[tuple[Question, str]]:
+    """The per-question format rules, then exact duplicates of a seed or of an earlier kept question; returns each
+    kept question with its original text."""
+    survivors: list[tuple[Question, str]] = []
+    seen: set[str] = set()
     for q in questions:
         result = format_question(q.text, list(q.options), non_substantive)
         if result.dropped:
-            removed[result.dropped] += 1
-            note(q, result.dropped)
+            tally.removed[result.dropped] += 1
+            tally.note(q, result.dropped)
             continue
         key = normalise(q.text)
         rule = "duplicate_of_wvs" if key in seed_texts else "duplicate" if key in seen else None
         if rule:
-            removed[rule] += 1
-            note(q, rule)
+            tally.removed[rule] += 1
+            tally.note(q, rule)
             continue
         seen.add(key)
-        modified.update(result.changes)
+        tally.modified.update(result.changes)
         meta = dict(q.meta)
         if result.changes:
             meta["filter"] = {"changes": result.changes, "original_text": q.text, "original_options": list(q.options)}
         kept = replace(q, text=result.text, options=tuple(result.options), first_option=result.first_option, meta=meta)
         survivors.append((kept, q.text))
-        note(q, "kept", kept)
+        tally.note(q, "kept", kept)
+    return survivors
 
+
+def _drop_near_duplicates(
+    survivors: list[tuple[Question, str]], threshold: float, tally: Tally
+) -> list[tuple[Question, str]]:
+    """ROUGE-L near-duplicates within a topic, on the original texts."""
+    # rouge_score and scipy load in seconds: only when the rule is on
+    from culturespa.generate.near_dup import near_duplicates
+
+    by_topic: dict[Any, list[int]] = defaultdict(list)
+    for index, (kept, _) in enumerate(survivors):
+        by_topic[kept.topic].append(index)
+    drop: set[int] = set()
+    for indices in by_topic.values():
+        dup_of = near_duplicates([survivors[i][1] for i in indices], float(threshold))
+        drop.update(indices[k] for k, other in enumerate(dup_of) if other is not None)
+    tally.removed["near_duplicate"] = len(drop)
+    return [s for i, s in enumerate(survivors) if i not in drop]
+
+
+def filter_questions(
+    questions: list[Question],
+    seed_texts: set[str],
+    rouge_l_threshold: float | None = None,
+    limit_per_topic: int | None = None,
+    non_substantive: str = "drop",
+    seed: int = 0,
+) -> tuple[list[Question], dict[str, Any], list[list[Any]]]:
+    """Apply every rule; returns the kept questions, the report and sample rows (original, options, outcome)."""
+    tally = Tally()
+    survivors = _format_and_dedupe(questions, seed_texts, non_substantive, tally)
     if rouge_l_threshold is not None:
-        from culturespa.generate.near_dup import (
-            near_duplicates,  # rouge_score and scipy load in seconds: only when used
-        )
-
-        by_topic: dict[Any, list[int]] = defaultdict(list)
-        for index, (kept, _) in enumerate(survivors):
-            by_topic[kept.topic].append(index)
-        drop: set[int] = set()
-        for indices in by_topic.values():
-            dup_of = near_duplicates([survivors[i][1] for i in indices], float(rouge_l_threshold))
-            drop.update(indices[k] for k, other in enumerate(dup_of) if other is not None)
-        removed["near_duplicate"] = len(drop)
-        survivors = [s for i, s in enumerate(survivors) if i not in drop]
-
+        survivors = _drop_near_duplicates(survivors, rouge_l_threshold, tally)
     final = [kept for kept, _ in survivors]
     if limit_per_topic is not None:
         before = len(final)
         final = limit_topics(final, int(limit_per_topic), seed)
-        removed["over_limit"] = before - len(final)
-
+        tally.removed["over_limit"] = before - len(final)
     report = {
         "n_input": len(questions),
-        "removed": dict(removed),
-        "modified": dict(modified),
+        "removed": dict(tally.removed),
+        "modified": dict(tally.modified),
         "kept": len(final),
         "kept_per_topic": dict(Counter(str(q.topic) for q in final)),
         "settings": {
@@ -142,40 +162,49 @@ def filter_questions(
             "non_substantive": non_substantive,
         },
     }
-    assert report["kept"] + sum(removed.values()) == len(questions)
-    return final, report, samples
+    assert report["kept"] + sum(tally.removed.values()) == len(questions)
+    return final, report, tally.samples
 
 
-def run_filter(cfg: DictConfig) -> dict[str, Any]:
-    fcfg = cfg.filter
-    source = filter_source(cfg)
-    output = Path(str(fcfg.output))
-    threshold = OmegaConf.select(cfg, "filter.rouge_l_threshold", default=None)
-    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
-        raise CultureSPAError(f"filter.rouge_l_threshold={threshold!r} must be null or in (0, 1]")
-    limit = OmegaConf.select(cfg, "filter.limit_per_topic", default=None)
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise CultureSPAError(f"filter.limit_per_topic={limit!r} must be null or a positive integer")
-    mode = str(OmegaConf.select(cfg, "filter.non_substantive", default="drop"))
-    if mode not in ("drop", "strip"):
-        raise CultureSPAError(f"filter.non_substantive={mode!r} is not valid; choose one of: drop, strip")
+@dataclass(frozen=True)
+class FilterStageSettings:
+    """What the filter stage reads from the composed config, typed; built once by the entry point (values checked
+    with the config: ``settings.FilterSettings``)."""
 
-    rules = str(OmegaConf.select(cfg, "filter.rules", default="strict"))
-    if rules not in ("paper", "strict"):
-        raise CultureSPAError(f"filter.rules={rules!r} is not valid; choose one of: paper, strict")
-    if rules == "paper":
-        return run_paper_filter(cfg, source, output, limit)
+    filter: FilterSettings
+    source: str  # filter.input, ``paper`` resolved to the paper's pool folder
+    wvs_dir: str | None
+    overwrite: bool
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> FilterStageSettings:
+        return cls(
+            filter=FilterSettings.from_config(cfg.filter),
+            source=filter_source(cfg),
+            wvs_dir=cfg.paths.wvs_dir,
+            overwrite=overwrite_requested(cfg),
+        )
+
+    @property
+    def output(self) -> Path:
+        return Path(str(self.filter.output))
+
+
+def run_filter(settings: FilterStageSettings, track: Tracker) -> dict[str, Any]:
+    """``filter.rules``: the paper notebook's steps, or the strict rules (with W&B through ``track``)."""
+    if settings.filter.rules == "paper":
+        return run_paper_filter(settings, track)
+    f, source, output = settings.filter, settings.source, settings.output
     questions = load_questions(source)
-    wvs = WVSData.load(cfg.paths.wvs_dir)
+    wvs = WVSData.load(settings.wvs_dir)
     seed_texts = {normalise(q.text) for q in wvs.questions.values()}
     log.info("filter: %d questions from %s (always recomputed: no model, seconds)", len(questions), source)
-    with stage_run(cfg, "filter") as run:
-        kept, report, samples = filter_questions(questions, seed_texts, threshold, limit, mode, int(fcfg.seed))
+    with track() as run:
+        kept, report, samples = filter_questions(
+            questions, seed_texts, f.rouge_l_threshold, f.limit_per_topic, f.non_substantive, int(f.seed)
+        )
         report = {"input": source, "output": str(output), **report}
-        _keep_larger(cfg, output, len(kept))
-        write_jsonl(output, (q.to_record() for q in kept))
-        write_json(report_path(output), report)
+        _write(settings, kept, report)
         run.table(
             "filter/samples", ["id", "topic", "question", "options", "outcome", "new_question", "new_options"], samples
         )
@@ -198,10 +227,13 @@ def run_filter(cfg: DictConfig) -> dict[str, Any]:
     return stage_summary(output, report)
 
 
-def _keep_larger(cfg: DictConfig, output: Path, count: int) -> None:
-    """The filtered file is never replaced by fewer questions unless ``overwrite=true``."""
-    if not overwrite_requested(cfg):
-        refuse_fewer(output, count, "set filter.output=<another file> for this question set, or overwrite=true")
+def _write(settings: FilterStageSettings, kept: list[Question], report: dict[str, Any]) -> None:
+    """The filtered questions and their report; never fewer questions over a larger file unless ``overwrite=true``."""
+    output = settings.output
+    if not settings.overwrite:
+        refuse_fewer(output, len(kept), "set filter.output=<another file> for this question set, or overwrite=true")
+    write_jsonl(output, (q.to_record() for q in kept))
+    write_json(report_path(output), report)
 
 
 def stage_summary(output: Path, report: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -217,19 +249,20 @@ def stage_summary(output: Path, report: dict[str, Any], **extra: Any) -> dict[st
     }
 
 
-def run_paper_filter(cfg: DictConfig, source: str, output: Path, limit: int | None) -> dict[str, Any]:
+def run_paper_filter(settings: FilterStageSettings, track: Tracker) -> dict[str, Any]:
     """``filter.rules=paper``: the notebook's steps (``paper_filter``), the count after each printed, written to the
     report and logged to W&B; then ``limit_per_topic`` (ours, not the paper's) when set."""
+    source, output, limit = settings.source, settings.output, settings.filter.limit_per_topic
     questions = load_questions(source)
-    seed_texts = paper_seed_texts(cfg.paths.wvs_dir)
-    note = str(OmegaConf.select(cfg, "filter.scale_note", default=DEFAULT_SCALE_NOTE))
+    seed_texts = paper_seed_texts(settings.wvs_dir)
+    note = DEFAULT_SCALE_NOTE if settings.filter.scale_note is None else str(settings.filter.scale_note)
     log.info("filter (paper rules): %d questions from %s", len(questions), source)
-    with stage_run(cfg, "filter") as run:
+    with track() as run:
         kept, steps, ids = paper_filter(questions, seed_texts, note)
         over_limit = 0
         if limit is not None:
             before = len(kept)
-            kept = limit_topics(kept, limit, int(cfg.filter.seed))
+            kept = limit_topics(kept, limit, int(settings.filter.seed))
             over_limit = before - len(kept)
         removed = {s.step: s.count for s in steps if s.kind == "removed"}
         report = {
@@ -246,11 +279,8 @@ def run_paper_filter(cfg: DictConfig, source: str, output: Path, limit: int | No
             "settings": {"rules": "paper", "scale_note": note, "limit_per_topic": limit},
         }
         assert report["kept"] + sum(report["removed"].values()) == len(questions)
-        _keep_larger(cfg, output, len(kept))
-        write_jsonl(output, (q.to_record() for q in kept))
-        write_json(report_path(output), report)
-        printed = steps_table(len(questions), steps)
-        print(printed, flush=True)
+        _write(settings, kept, report)
+        print(steps_table(len(questions), steps), flush=True)
         run.table("filter/steps", ["step", "kind", "count", "remaining"], [s.row() for s in steps])
         run.summary(
             {

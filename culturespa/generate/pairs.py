@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from culturespa.data.jsonl import iter_jsonl, refuse_fewer, write_json, write_jsonl
 from culturespa.errors import CultureSPAError, fail
@@ -39,7 +39,8 @@ from culturespa.generate import criteria, noise
 from culturespa.generate.answers import answers_file
 from culturespa.generate.outputs import overwrite_requested, read_meta
 from culturespa.generate.pair_rule import Rule, Runs, compare, null_rates
-from culturespa.generate.track import stage_run
+from culturespa.generate.track import Tracker
+from culturespa.settings import DataSettings
 
 log = logging.getLogger("culturespa.generate")
 
@@ -77,10 +78,31 @@ def read_answer_runs(path: Path, need_distribution: bool = False) -> tuple[dict[
     return by_id, {q: [r[i] for i in sorted(r)] for q, r in runs.items()}
 
 
-def _decoding(cfg: DictConfig, path: Path) -> str:
+@dataclass(frozen=True)
+class PairsSettings:
+    """What the pairs stage reads from the composed config, typed; built once by the entry point."""
+
+    data: DataSettings
+    answers_dir: Path
+    pairs_dir: Path
+    decoding_mode: str  # the config's, for answer files written before their sidecar recorded it
+    overwrite: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> PairsSettings:
+        return cls(
+            data=DataSettings.from_config(cfg.data),
+            answers_dir=Path(str(cfg.answers.output_dir)),
+            pairs_dir=Path(str(cfg.sft.pairs_dir)),
+            decoding_mode=str(cfg.decoding.mode),
+            overwrite=overwrite_requested(cfg),
+        )
+
+
+def _decoding(settings: PairsSettings, path: Path) -> str:
     """How the answers were collected: the answers stage's sidecar says so; older files fall back to the config."""
     recorded = read_meta(path).get("decoding")
-    return str(recorded or OmegaConf.select(cfg, "decoding.mode", default="greedy"))
+    return str(recorded or settings.decoding_mode)
 
 
 @dataclass(frozen=True)
@@ -125,26 +147,23 @@ class PairsInputs:
         return min((len(r) for r in self.unaware_runs.values()), default=0)
 
 
-def plan_pairs(cfg: DictConfig) -> PairsPlan:
-    folder = Path(str(cfg.answers.output_dir))
+def plan_pairs(settings: PairsSettings) -> PairsPlan:
+    """The settings plus what the answer files say of themselves (how they were decoded)."""
+    data, folder = settings.data, settings.answers_dir
     unaware_path = answers_file(folder, "unaware", None)
     return PairsPlan(
-        system=str(cfg.data.system),
-        criterion=str(cfg.data.criterion),
+        system=str(data.system),
+        criterion=str(data.criterion),
         folder=folder,
-        out_dir=Path(str(cfg.sft.pairs_dir)),
+        out_dir=settings.pairs_dir,
         unaware_path=unaware_path,
-        decoding=_decoding(cfg, unaware_path),
-        samples=int(OmegaConf.select(cfg, "data.samples", default=1) or 1),
-        replicates=int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0),
-        alpha=float(OmegaConf.select(cfg, "data.alpha", default=0.05)),
-        js_threshold=float(cfg.data.js_threshold),
-        null_quantile=float(OmegaConf.select(cfg, "data.null_quantile", default=0.95)),
-        ci=(
-            int(OmegaConf.select(cfg, "data.bootstrap", default=1000)),
-            float(OmegaConf.select(cfg, "data.ci_level", default=0.95)),
-            int(OmegaConf.select(cfg, "data.seed", default=0) or 0),
-        ),
+        decoding=_decoding(settings, unaware_path),
+        samples=int(data.samples or 1),
+        replicates=int(data.noise_replicates or 0),
+        alpha=float(data.alpha),
+        js_threshold=float(data.js_threshold),
+        null_quantile=float(data.null_quantile),
+        ci=(int(data.bootstrap), float(data.ci_level), int(data.seed or 0)),
     )
 
 
@@ -221,9 +240,10 @@ def pairs_stats(plan: PairsPlan, rule: Rule, status: str, have: int, usable: int
     }
 
 
-def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
-    """Plan, read every input, compare each culture, then write pairs and ``stats.json`` (atomically, with W&B)."""
-    plan = plan_pairs(cfg)
+def run_pairs(settings: PairsSettings, cultures: list[str], track: Tracker) -> dict[str, Any]:
+    """Plan, read every input, compare each culture, then write pairs and ``stats.json`` (atomically, with W&B
+    through ``track``)."""
+    plan = plan_pairs(settings)
     rule = Rule(plan.criterion, plan.samples, plan.alpha, plan.js_threshold, plan.sampled)
     inputs = read_inputs(plan, cultures, rule)
     have = inputs.unaware_samples
@@ -247,7 +267,7 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     log.info("pairs: recomputing from %s (cheap, deterministic)", plan.folder)
     status = floor_status(plan, have, usable, results)
     stats = pairs_stats(plan, rule, status, have, usable, null, results)
-    record_pairs(cfg, plan, results, stats, null)
+    record_pairs(settings, track, plan, results, stats, null)
     kept = {c: s["kept"] for c, s in stats["cultures"].items()}
     log.info("pairs: criterion=%s system=%s kept %s -> %s", plan.criterion, plan.system, kept, plan.out_dir)
     return {
@@ -260,14 +280,16 @@ def run_pairs(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     }
 
 
-def record_pairs(cfg: DictConfig, plan: PairsPlan, results: dict, stats: dict[str, Any], null: dict) -> None:
+def record_pairs(
+    settings: PairsSettings, track: Tracker, plan: PairsPlan, results: dict, stats: dict[str, Any], null: dict
+) -> None:
     """Write each culture's pairs and ``stats.json`` inside the stage's run (W&B tables, summary), then print."""
     out_dir, status = plan.out_dir, stats["noise_floor"]["status"]
-    if not overwrite_requested(cfg):  # every file checked before any is written
+    if not settings.overwrite:  # every file checked before any is written
         for culture, (pairs, _) in results.items():
             how = "set sft.pairs_dir=<another folder> for these settings, or overwrite=true"
             refuse_fewer(out_dir / f"{culture}.jsonl", len(pairs), how)
-    with stage_run(cfg, "pairs") as run:
+    with track() as run:
         for culture, (pairs, _) in results.items():
             write_jsonl(out_dir / f"{culture}.jsonl", pairs)
         write_json(out_dir / "stats.json", stats)

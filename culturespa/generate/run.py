@@ -16,9 +16,10 @@ from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.generate.answers import run_answers
 from culturespa.generate.export import run_export
-from culturespa.generate.filter import run_filter
-from culturespa.generate.pairs import run_pairs
+from culturespa.generate.filter import FilterStageSettings, run_filter
+from culturespa.generate.pairs import PairsSettings, run_pairs
 from culturespa.generate.questions import run_questions
+from culturespa.generate.track import tracker
 from culturespa.stages.identity import GENERATE_STAGES
 
 log = logging.getLogger("culturespa.generate")
@@ -32,9 +33,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if stage == "questions":
         return run_questions(cfg)
     if stage == "filter":
-        return run_filter(cfg)
+        return run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
     if stage in ("answers", "merge-answers"):
         return run_answers(cfg, cultures, merge=stage == "merge-answers")
     if stage == "export":
         return run_export(cfg, cultures)
-    return run_pairs(cfg, cultures)
+    return run_pairs(PairsSettings.from_config(cfg), cultures, tracker(cfg, "pairs"))

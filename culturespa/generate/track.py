@@ -6,10 +6,11 @@ Logging never decides an outcome: with logging off (``logger.wandb=null`` or mod
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ class StageRun:
         return time.perf_counter() - self.started
 
 
+Tracker = Callable[[], AbstractContextManager[StageRun]]  # opens one stage's W&B run (see ``tracker``)
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, ensure_ascii=False)
@@ -60,6 +64,7 @@ def _cell(value: Any) -> Any:
 
 @contextmanager
 def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
+    """The stage's W&B run (a no-op with logging off): inputs declared first, outputs logged on a clean exit."""
     run = start_run(cfg, job_type=f"generate-{stage}", name_suffix=_label(cfg, stage))
     try:
         use_inputs(run, generate_inputs(cfg, stage), cfg)
@@ -68,6 +73,12 @@ def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
             log_output(run, spec, cfg)
     finally:
         finish_run(run)
+
+
+def tracker(cfg: DictConfig, stage: str) -> Tracker:
+    """``stage_run`` bound to the composed config, built by the entry point: the stage's own code reads typed
+    settings only, and opens its W&B run through this."""
+    return functools.partial(stage_run, cfg, stage)
 
 
 def _label(cfg: DictConfig, stage: str) -> str:
