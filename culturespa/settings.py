@@ -294,6 +294,9 @@ def check_values(cfg: DictConfig | dict[str, Any]) -> list[str]:
     gbs, mbs = _value(cfg, "sft.global_batch_size"), _value(cfg, "sft.micro_batch_size")
     if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
         errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
+    generated, examples = _value(cfg, "questions.n_generated"), _value(cfg, "questions.n_examples")
+    if isinstance(generated, int) and isinstance(examples, int) and generated > examples:
+        errors.append(f"questions.n_generated={generated} exceeds questions.n_examples={examples}")
     return errors
 
 

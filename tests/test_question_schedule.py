@@ -144,9 +144,10 @@ def test_files_from_before_the_new_settings_still_resume(make_cfg) -> None:  # n
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("questions.exposure=parallel", "questions.exposure='parallel' is not one of sequential, waves"),
-        ("questions.accept=loose", "questions.accept='loose' is not one of strict, lenient"),
-        ("questions.top_k=-3", "questions.top_k=-3 must be an integer >= 0"),
+        ("questions.exposure=parallel", "questions.exposure='parallel' is not valid; choose one of: sequential, waves"),
+        ("questions.accept=loose", "questions.accept='loose' is not valid; choose one of: strict, lenient"),
+        ("questions.top_k=-3", "questions.top_k=-3 must be a non-negative integer"),
+        ("questions.n_generated=9", "questions.n_generated=9 exceeds questions.n_examples=5"),
     ],
 )
 def test_bad_schedule_settings_are_one_line_errors(make_cfg, override: str, message: str) -> None:  # noqa: ANN001

@@ -1,4 +1,4 @@
-"""Settings of stage ``questions`` (checked ``cfg.questions``), its attempts as records, and the fingerprint that
+"""Settings of stage ``questions`` (``cfg.questions``, checked by ``settings.QuestionsSettings``), its attempts as records, and the fingerprint that
 decides whether a finished or partial output file belongs to a config."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
 from culturespa.generate import outputs
-from culturespa.generate.json_extract import ACCEPT_RULES
+from culturespa.settings import QuestionsSettings, check_group
 
-EXPOSURES = ("sequential", "waves")
 # Settings added after files were written: at these values a run behaves as before they existed, so they are left out
 # of the fingerprint, and a run started before them resumes (a finished file is skipped) when given these values and
 # the templates it was started with (the default templates changed with them: templates=<a copy of the old file>).
@@ -84,38 +83,24 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
-        qcfg = cfg.questions
-        ints = {"per_topic": 1, "n_examples": 1, "n_generated": 0, "max_retries": 0, "batch_size": 1}
-        ints |= {"max_new_tokens": 1, "top_k": 0}
-        for key, low in ints.items():
-            value = qcfg.get(key, LEGACY_VALUES.get(key))
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise CultureSPAError(f"questions.{key}={value!r} must be an integer >= {low}")
-        if qcfg.n_generated > qcfg.n_examples:
-            raise CultureSPAError(
-                f"questions.n_generated={qcfg.n_generated} exceeds questions.n_examples={qcfg.n_examples}"
-            )
-        if not (isinstance(qcfg.temperature, (int, float)) and qcfg.temperature >= 0):
-            raise CultureSPAError(f"questions.temperature={qcfg.temperature!r} must be >= 0 (0 = greedy)")
-        if not (isinstance(qcfg.top_p, (int, float)) and 0 < qcfg.top_p <= 1):
-            raise CultureSPAError(f"questions.top_p={qcfg.top_p!r} must be in (0, 1]")
-        choices = {"exposure": EXPOSURES, "accept": ACCEPT_RULES}
-        for key, allowed in choices.items():
-            if qcfg.get(key, LEGACY_VALUES[key]) not in allowed:
-                raise CultureSPAError(f"questions.{key}={qcfg.get(key)!r} is not one of {', '.join(allowed)}")
+        """Keys an older config lacks take their :data:`LEGACY_VALUES`; the values are checked where every group's
+        are (``settings.QuestionsSettings``), one line for the first bad one."""
+        values = {**LEGACY_VALUES, **outputs.plain(cfg, "questions")}
+        check_group(QuestionsSettings, values)
+        q = QuestionsSettings.from_config(values)
         return cls(
-            topics=resolve_topics(qcfg.topics),
-            per_topic=int(qcfg.per_topic),
-            n_examples=int(qcfg.n_examples),
-            n_generated=int(qcfg.n_generated),
-            max_retries=int(qcfg.max_retries),
-            batch_size=int(qcfg.batch_size),
-            temperature=float(qcfg.temperature),
-            top_p=float(qcfg.top_p),
-            top_k=int(qcfg.get("top_k", LEGACY_VALUES["top_k"])),
-            max_new_tokens=int(qcfg.max_new_tokens),
-            exposure=str(qcfg.get("exposure", LEGACY_VALUES["exposure"])),
-            accept=str(qcfg.get("accept", LEGACY_VALUES["accept"])),
+            topics=resolve_topics(q.topics),
+            per_topic=q.per_topic,
+            n_examples=q.n_examples,
+            n_generated=q.n_generated,
+            max_retries=q.max_retries,
+            batch_size=q.batch_size,
+            temperature=float(q.temperature),
+            top_p=float(q.top_p),
+            top_k=q.top_k,
+            max_new_tokens=q.max_new_tokens,
+            exposure=q.exposure,
+            accept=q.accept,
             seed=int(cfg.seed),
             model=str(cfg.model.name),
         )
