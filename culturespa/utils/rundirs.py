@@ -9,6 +9,10 @@
   share the key: the folder that already holds it is reused even when the overrides were spelled differently, so
   rerunning after a crash resumes (``last.ckpt``, answer part files). A config that differs in any deciding value
   gets a folder of its own.
+
+The key reads files (the pairs' contents, the evaluated adapter's files, the newest adapter for ``latest``) while
+Hydra resolves ``hydra.run.dir``, i.e. before any stage code runs: a key made of config values alone would give the
+same command over other pairs one folder (``tests/test_run_dirs.py`` pins the names).
 """
 
 from __future__ import annotations
