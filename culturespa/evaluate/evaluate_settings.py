@@ -27,8 +27,8 @@ class EvaluateSettings:
     prompt_name: str
     decoding_mode: str
     seed: int
-    wvs_dir: str
-    cache_dir: str
+    wvs_dir: str | None  # null: the package's own data
+    cache_dir: str | None
     device: str
 
     @classmethod
@@ -41,8 +41,8 @@ class EvaluateSettings:
             prompt_name=str(cfg.prompt.name),
             decoding_mode=str(cfg.decoding.mode),
             seed=int(cfg.seed),
-            wvs_dir=str(cfg.paths.wvs_dir),
-            cache_dir=str(cfg.paths.cache_dir),
+            wvs_dir=cfg.paths.wvs_dir,
+            cache_dir=cfg.paths.cache_dir,
             device=str(cfg.engine.device),
         )
 
