@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
-from culturespa.settings import Count, check_values
+from culturespa.settings import check_values
 from culturespa.stages.checks import sampling_errors
 from culturespa.stages.identity import GENERATE_STAGES, run_key
 from culturespa.utils import rundirs
@@ -143,10 +143,7 @@ def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | P
 
 
 def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:
-    """``items`` cut to the positive-int-or-null limit at ``key`` (``eval.limit``, ``answers.limit``…)."""
+    """``items`` cut to the limit at ``key`` (``answers.limit``: a positive integer or null, checked with the other
+    values by ``validate_config``)."""
     limit = OmegaConf.select(cfg, key, default=None)
-    if limit is None:
-        return items
-    if Count().problem(key, limit):
-        raise CultureSPAError(f"{key}={limit!r} must be a positive integer or null")
-    return items[:limit]
+    return items if limit is None else items[:limit]
