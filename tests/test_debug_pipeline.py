@@ -44,6 +44,7 @@ def test_the_pipeline_runs_end_to_end_under_each_debug_preset(tmp_path: Path, pr
     assert len(result["cultures"]) == 18 and result["average"]["culturespa"] is not None
 
 
+@pytest.mark.slow  # 13 question slots on the tiny model: ~50 s of CPU
 def test_a_pipeline_whose_model_writes_no_question_stops_at_the_questions_stage(make_cfg, tmp_path, capsys) -> None:  # noqa: ANN001
     cfg = make_cfg("pipeline", ["debug=tiny", "pipeline.questions=generate", "cultures=[USA]"])
     with open_dict(cfg):
