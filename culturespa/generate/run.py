@@ -4,7 +4,7 @@ questions → filter → answers (sharded: merge-answers) → pairs (→ export 
 through files. Every stage validates its inputs and the config before any model is loaded, returns a dict summary
 (output paths + headline numbers) and can be called repeatedly in one process (the pipeline does). A stage file it
 reads that was made under other settings is named first (:mod:`culturespa.stages.provenance`); the files it writes
-record their own provenance. A stage run by hand that produces nothing stops there, with what to change.
+record their own provenance. A stage that produces nothing stops there (questions run by hand: a warning), with the key to change.
 """
 
 from __future__ import annotations
@@ -52,14 +52,16 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def stop_if_empty(cfg: DictConfig, stage: str, summary: Mapping[str, Any]) -> None:
-    """A stage run by hand that made nothing: one-line error, except empty questions that the filter does not read
-    (``filter.input=paper``, as under ``debug=``), which are only a warning."""
+    """A stage run by hand that made nothing: a one-line error (the filter, the pairs). Empty questions are a warning
+    only: the file is a valid result of the settings (a strict parser, a random model), and the filter either reads
+    the pool instead (``filter.input=paper``, as under ``debug=``) or stops on them naming ``filter.input``."""
     reason = nothing_made(stage, summary, pipeline=False)
     if reason is None:
         return
-    source = filter_source(cfg)
-    if stage == "questions" and source != str(cfg.questions.output):
-        log.warning("%s; the filter reads %s here (filter.input), so the next stages can still run", reason, source)
+    if stage == "questions":
+        source = filter_source(cfg)
+        reads = "the filter reads them next" if source == str(cfg.questions.output) else f"the filter reads {source}"
+        log.warning("%s (%s: filter.input)", reason, reads)
         return
     raise CultureSPAError(reason)
 
