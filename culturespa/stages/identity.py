@@ -178,6 +178,7 @@ RUN_EXCLUDED = (
     "overwrite",
     "paths.output_dir",
     "paths.log_dir",
+    "paths.debug",  # the debug preset's name, for provenance: the keys the preset sets are hashed themselves
     "sft.output_dir",
     "sft.resume",
     "sft.checkpoint_minutes",
