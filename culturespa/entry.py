@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.preflight import preflight
 from culturespa.stages.provenance import check_training_pairs
@@ -69,6 +70,7 @@ def before_work(cfg: DictConfig) -> None:
     quiet_third_party(wandb=OmegaConf.select(cfg, "logger.wandb", default=None) is not None)
     preflight(cfg)
     if str(cfg.get("task_name", "")) == "train":
+        validate_config(cfg)  # a bad value is named before missing pairs (train validates again: cheap)
         check_training_pairs(cfg)
 
 
