@@ -1,4 +1,5 @@
-"""What every ``@hydra.main`` entry point shares: one-line user errors, always-finished W&B runs, offline defaults."""
+"""What every ``@hydra.main`` entry point shares: one-line user errors, always-finished W&B runs, offline defaults,
+no third-party start-up noise, and (training) a clear line when its pairs are missing or were made elsewhere."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.preflight import preflight
+from culturespa.stages.provenance import check_training_pairs
 from culturespa.utils.failures import os_error_line
+from culturespa.utils.logs import quiet_third_party
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("culturespa")
@@ -37,7 +41,7 @@ def task_wrapper(func: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             if args and isinstance(args[0], DictConfig):  # check what the run needs before any work
-                preflight(args[0])
+                before_work(args[0])
             return func(*args, **kwargs)
         except CultureSPAError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -58,6 +62,16 @@ def task_wrapper(func: F) -> F:
                 pass
 
     return wrapped  # type: ignore[return-value]
+
+
+def before_work(cfg: DictConfig) -> None:
+    """Before any library loads: drop the known third-party noise; then the pre-flight checks and, for training,
+    the pairs' presence and provenance (train/run.py reads them later, after the model has loaded)."""
+    quiet_third_party(wandb=OmegaConf.select(cfg, "logger.wandb", default=None) is not None)
+    preflight(cfg)
+    if str(cfg.get("task_name", "")) == "train":
+        validate_config(cfg)  # a bad value is named before missing pairs (train validates again: cheap)
+        check_training_pairs(cfg)
 
 
 def check_group_overrides(argv: list[str], config_dir: str) -> None:

@@ -1,5 +1,7 @@
-"""Issue 22 item 6: third-party start-up noise is dropped at its source, and only it: a short training run's console
-shows none of the known messages, while other records of the same loggers still print."""
+"""Issue 22 item 6: third-party start-up noise is dropped at its source, and only it: a short training run's console,
+an evaluation of its adapter and a generate stage show none of the known messages, while other records of the same
+loggers still print. (Before every entry point called ``quiet_third_party``, evaluating an adapter printed the
+bitsandbytes kernel lookup and the ``is_gradient_checkpointing`` FutureWarning.)"""
 
 from __future__ import annotations
 
@@ -53,17 +55,32 @@ def test_only_the_listed_messages_are_dropped(caplog: pytest.LogCaptureFixture) 
     ]
 
 
-@pytest.mark.slow
-def test_a_short_training_run_prints_no_third_party_noise(tmp_path: Path) -> None:
-    pairs = write_pairs(tmp_path / "pairs", {"USA": 16})
-    args = ["model=tiny_random", "logger=wandb", "cultures=[USA]", "sft.max_steps=2", "sft.global_batch_size=4"]
-    args += ["sft.micro_batch_size=2", f"sft.pairs_dir={pairs}", f"paths.log_dir={tmp_path / 'logs'}"]
+def _console(script: str, args: list[str], tmp_path: Path) -> str:
+    """Run an entry point as a user does; its whole console output (it must succeed)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, str(REPO / script), *args], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-2000:]
+    return console
+
+
+@pytest.mark.slow
+def test_training_evaluation_and_generation_print_no_third_party_noise(tmp_path: Path) -> None:
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 16})
+    common = ["model=tiny_random", "logger=wandb", "cultures=[USA]", f"paths.log_dir={tmp_path / 'logs'}"]
+    args = [*common, "sft.max_steps=2", "sft.global_batch_size=4", "sft.micro_batch_size=2", f"sft.pairs_dir={pairs}"]
+    console = _console("train.py", args, tmp_path)
     assert "train joint: no checkpoint yet: starting from step 0" in console  # the run's own lines stay
     assert "adapter (joint):" in console
+    assert [n for n in NOISE if n in console] == [], console[-3000:]
+
+    console = _console("evaluate.py", [*common, "eval.adapter=latest", "eval.limit=4"], tmp_path)
+    assert "alignment results written to" in console
+    assert [n for n in NOISE if n in console] == [], console[-3000:]
+
+    answers = [*common, "stage=answers", "answers.setting=aware", "answers.input=wvs", "answers.limit=4"]
+    console = _console("generate.py", [*answers, f"paths.work_dir={tmp_path / 'work'}"], tmp_path)
+    assert "aware_USA.jsonl: 4 answers" in console
     assert [n for n in NOISE if n in console] == [], console[-3000:]

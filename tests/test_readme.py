@@ -94,7 +94,7 @@ def test_quickstart_runs_as_written_on_the_tiny_model(tmp_path: Path) -> None:
     done = subprocess.run(["bash", "-c", script], cwd=root, env=_env(root), capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    stage_files = root / "outputs" / "tiny_random"
+    stage_files = root / "outputs" / "debug" / "tiny" / "tiny_random"  # debug runs write to their own folder
     assert (stage_files / "questions" / "filtered.jsonl").stat().st_size > 0
     assert (stage_files / "answers" / "aware_ZWE.jsonl").stat().st_size > 0
     assert (stage_files / "pairs" / "USA.jsonl").stat().st_size > 0

@@ -2,15 +2,18 @@
 
 questions → filter → answers (sharded: merge-answers) → pairs (→ export for other trainers); stages talk only
 through files. Every stage validates its inputs and the config before any model is loaded, returns a dict summary
-(output paths + headline numbers) and can be called repeatedly in one process (the pipeline does).
+(output paths + headline numbers) and can be called repeatedly in one process (the pipeline does). A stage file it
+reads that was made under other settings is named first (:mod:`culturespa.stages.provenance`); the files it writes
+record their own provenance. A stage that produces nothing stops there (questions run by hand: a warning), with the key to change.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
@@ -20,7 +23,9 @@ from culturespa.generate.filter import FilterStageSettings, run_filter
 from culturespa.generate.pairs import PairsSettings, run_pairs
 from culturespa.generate.questions import run_questions
 from culturespa.generate.track import tracker
+from culturespa.stages import provenance
 from culturespa.stages.identity import GENERATE_STAGES
+from culturespa.stages.lineage import filter_source
 
 log = logging.getLogger("culturespa.generate")
 
@@ -30,12 +35,59 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if stage not in GENERATE_STAGES:
         raise CultureSPAError(f"stage={stage!r} is not valid; choose one of: {', '.join(GENERATE_STAGES)}")
     cultures = validate_config(cfg, stage=stage)
+    inputs = provenance.check_generate(cfg, stage)
     if stage == "questions":
-        return run_questions(cfg)
-    if stage == "filter":
-        return run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
-    if stage in ("answers", "merge-answers"):
-        return run_answers(cfg, cultures, merge=stage == "merge-answers")
-    if stage == "export":
+        summary = run_questions(cfg)
+    elif stage == "filter":
+        summary = run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
+    elif stage in ("answers", "merge-answers"):
+        summary = run_answers(cfg, cultures, merge=stage == "merge-answers")
+    elif stage == "export":
         return run_export(cfg, cultures)
-    return run_pairs(PairsSettings.from_config(cfg), cultures, tracker(cfg, "pairs"))
+    else:
+        summary = run_pairs(PairsSettings.from_config(cfg), cultures, tracker(cfg, "pairs"))
+    provenance.record(cfg, stage, summary, inputs)
+    if str(OmegaConf.select(cfg, "task_name", default="")) == "generate":  # the pipeline checks its own way
+        stop_if_empty(cfg, stage, summary)
+    return summary
+
+
+def stop_if_empty(cfg: DictConfig, stage: str, summary: Mapping[str, Any]) -> None:
+    """A stage run by hand that made nothing: a one-line error (the filter, the pairs). Empty questions are a warning
+    only: the file is a valid result of the settings (a strict parser, a random model), and the filter either reads
+    the pool instead (``filter.input=paper``, as under ``debug=``) or stops on them naming ``filter.input``."""
+    reason = nothing_made(stage, summary, pipeline=False)
+    if reason is None:
+        return
+    if stage == "questions":
+        source = filter_source(cfg)
+        reads = "the filter reads them next" if source == str(cfg.questions.output) else f"the filter reads {source}"
+        log.warning("%s (%s: filter.input)", reason, reads)
+        return
+    raise CultureSPAError(reason)
+
+
+def nothing_made(stage: str, summary: Mapping[str, Any], pipeline: bool) -> str | None:
+    """Why a finished stage's output cannot feed the next stage (it holds nothing), with the key to change; None
+    when it holds something. ``pipeline``: name the pipeline's switch rather than the stage-by-stage one."""
+    pool = "pipeline.questions=pool" if pipeline else "filter.input=paper for the next stage"
+    if stage == "questions" and not summary.get("generated"):
+        return (
+            f"{summary.get('output')}: the questions stage wrote 0 questions ({summary.get('failed', 0)} slots got no "
+            f"valid question from the model); raise questions.max_retries or questions.per_topic, pick a larger "
+            f"model=, or take the paper's pool ({pool})"
+        )
+    if stage == "filter" and not summary.get("kept"):
+        n = summary.get("n_input", 0)
+        why = "its input holds no questions" if not n else f"every one was removed ({summary.get('removed')})"
+        return (
+            f"{summary.get('output')}: the filter kept 0 of {n} questions ({why}); check filter.input (the paper's "
+            f"pool: {pool}) and the filter settings (filter=paper or filter=strict)"
+        )
+    if stage == "pairs" and not any((summary.get("kept") or {}).values()):
+        return (
+            f"{summary.get('output_dir')}: no culture kept a pair under data.criterion={summary.get('criterion')}; "
+            "collect more answers (answers.limit, data.samples) or set data.criterion=none (every culture-aware "
+            "answer kept: a debug run's setting)"
+        )
+    return None

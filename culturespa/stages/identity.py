@@ -178,6 +178,7 @@ RUN_EXCLUDED = (
     "overwrite",
     "paths.output_dir",
     "paths.log_dir",
+    "paths.debug",  # the debug preset's name, for provenance: the keys the preset sets are hashed themselves
     "sft.output_dir",
     "sft.resume",
     "sft.checkpoint_minutes",
@@ -211,13 +212,15 @@ def config_key(root: DictConfig, inputs: Mapping[str, Any] | None = None) -> str
     cfg = copy.deepcopy(root)
     with open_dict(cfg):
         for key in RUN_EXCLUDED:
-            if key != "paths.output_dir":
+            if not key.startswith("paths."):  # other paths interpolate these: dropped once resolved
                 _drop(cfg, key)
         if OmegaConf.select(cfg, "paths", default=None) is not None:
             cfg.paths.output_dir = "<run>"
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert isinstance(plain, dict)
-    plain.get("paths", {}).pop("output_dir", None)
+    for key in RUN_EXCLUDED:
+        if key.startswith("paths."):
+            plain.get("paths", {}).pop(key.removeprefix("paths."), None)
     for key, value in (inputs or {}).items():
         _overlay(plain, key, value)
     return fingerprint(plain, STAGE_HASH_LEN)

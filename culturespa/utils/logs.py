@@ -46,15 +46,16 @@ class _DropMessages(logging.Filter):
         return not str(record.getMessage()).startswith(self.starts)
 
 
-def quiet_third_party() -> None:
-    """Drop the messages of :data:`QUIET_LOG_MESSAGES`, :data:`QUIET_WARNINGS` and :data:`QUIET_WANDB` (idempotent)."""
+def quiet_third_party(wandb: bool = True) -> None:
+    """Drop the messages of :data:`QUIET_LOG_MESSAGES`, :data:`QUIET_WARNINGS` and :data:`QUIET_WANDB` (idempotent).
+    Every entry point calls it before its libraries load; ``wandb=False`` skips W&B's (importing it takes a second)."""
     for name, starts in QUIET_LOG_MESSAGES.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(starts))
     for category, message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
-    if importlib.util.find_spec("wandb") is not None:
+    if wandb and importlib.util.find_spec("wandb") is not None:
         compat.silence_wandb_warnings(QUIET_WANDB)
 
 
