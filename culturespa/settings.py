@@ -252,8 +252,10 @@ class SFTSettings(GroupSettings):
     accelerator: str = checked("auto")
     precision: str = checked("32-true")
     # CUDA only: fp32 matmuls on TF32 tensor cores (set_float32_matmul_precision("high")); +sft.tf32=false: exact fp32.
-    # Left out of conf/sft (the default applies) so that stage identities stay as they were.
+    # Left out of conf/sft, as packing (the defaults apply), so that stage identities stay as they were.
     tf32: bool = checked(True)
+    # +sft.packing=true: each micro-batch's examples in one padding-free row (culturespa.train.datamodule.PackingCollator)
+    packing: bool = checked(False)
 
 
 GROUPS: tuple[type[GroupSettings], ...] = (
