@@ -154,7 +154,7 @@ def test_attention_implementation_is_a_model_key(tmp_path: Path) -> None:
 
     spec = ModelSpec.from_config(compose("train", ["model=tiny_random"], output_dir=tmp_path).model)
     assert spec.attn_implementation == "sdpa"
-    assert load_model(spec).config._attn_implementation == "sdpa"
+    assert loader.attention_kwargs("eager") == {"attn_implementation": "eager"}
     if importlib.util.find_spec("flash_attn") is None:
         with pytest.raises(
             CultureSPAError, match=r"model.attn_implementation=flash_attention_2 needs the flash_attn"

@@ -93,6 +93,7 @@ def fsdp_strategy(
         **meta,
     )
     strategy.rank0_loads = bool(rank0_loads)
+    strategy.adapter_only = str(state_dict_type) == "full"
     return strategy
 
 
@@ -100,9 +101,10 @@ class AdapterFSDPStrategy(FSDPStrategy):
     """Lightning's FSDP whose full checkpoint state is the adapter alone, gathered unit by unit (never the base)."""
 
     rank0_loads = False
+    adapter_only = False  # state_dict_type full: set by fsdp_strategy
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        if self._state_dict_type != "full":  # sharded: every rank writes its own shards, nothing is gathered
+        if not self.adapter_only:  # sharded: every rank writes its own shards, nothing is gathered
             return super().lightning_module_state_dict()
         assert self.model is not None
         return adapter_state_dict(self.model, fsdp_gather)
