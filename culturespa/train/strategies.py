@@ -123,10 +123,10 @@ def builds_on_meta(strategy: Any, global_rank: int) -> bool:
 
 
 def fsdp_gather(unit: nn.Module) -> AbstractContextManager[Any]:
-    """The full tensors of one FSDP unit on rank 0, in host memory (a collective over this unit only)."""
-    return FullyShardedDataParallel.summon_full_params(
-        unit, writeback=False, rank0_only=True, offload_to_cpu=True, with_grads=False
-    )
+    """The full tensors of one FSDP unit on rank 0 (a collective over this unit only). Not offloaded: a LoRA unit is
+    a few hundred kB, copied to host memory by ``adapter_state_dict``, and FSDP's offload crashes (SIGSEGV) on CPU
+    tensors, which the 2-process gloo test uses."""
+    return FullyShardedDataParallel.summon_full_params(unit, writeback=False, rank0_only=True, with_grads=False)
 
 
 def adapter_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
