@@ -118,6 +118,7 @@ class ModelSettings(GroupSettings):
     lora_target_modules: list[str] = checked([])
     trust_remote_code: bool = checked(False)
     tiny: dict[str, Any] | None = checked()
+    attn_implementation: str = checked("sdpa", OneOf(("sdpa", "eager", "flash_attention_2")))
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class PeftSettings(GroupSettings):
     group: ClassVar[str] = "peft"
     name: str = checked("lora")
     quantization: str = checked("none", OneOf(("none", "4bit", "8bit")))
-    compute_dtype: str = checked("float32", OneOf(("float32", "bfloat16", "float16")))
+    compute_dtype: str = checked("auto", OneOf(("auto", "float32", "bfloat16", "float16")))
     double_quant: bool = checked(True)
     r: int = checked(8, Count())
     alpha: float = checked(16)
@@ -263,6 +264,11 @@ class SFTSettings(GroupSettings):
     num_workers: int = checked(0, Count(0))
     accelerator: str = checked("auto")
     precision: str = checked("32-true")
+    # CUDA only: fp32 matmuls on TF32 tensor cores (set_float32_matmul_precision("high")); +sft.tf32=false: exact fp32.
+    # Left out of conf/sft, as packing (the defaults apply), so that stage identities stay as they were.
+    tf32: bool = checked(True)
+    # +sft.packing=true: each micro-batch's examples in one padding-free row (culturespa.train.datamodule.PackingCollator)
+    packing: bool = checked(False)
 
 
 GROUPS: tuple[type[GroupSettings], ...] = (

@@ -131,7 +131,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(make_cfg, tmp_path: Path,
     monkeypatch.setattr(SFTModule, "compute_loss", poisoned)
     cfg = make_cfg("train", overrides(pairs, tmp_path, "sft.max_steps=6", "data.val_fraction=0"))
     with pytest.raises(
-        CultureSPAError, match=r"loss is nan at optimiser step 2 .* last good checkpoint is kept in"
+        CultureSPAError, match=r"loss is nan at optimiser step 2\b.* last good checkpoint is kept in"
     ) as err:
         train(cfg)
     assert "\n" not in str(err.value)

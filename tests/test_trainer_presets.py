@@ -3,8 +3,10 @@ strategy that suits LoRA (FSDP itself needs GPUs: Lightning and PyTorch refuse i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
@@ -169,37 +171,58 @@ def test_device_keys_leave_training_identity_unchanged(tmp_path: Path) -> None:
     assert stage_hash(cpu, "train") == stage_hash(gpu, "train") != stage_hash(bf16, "train")
 
 
-def test_fsdp_adapter_export_from_gathered_state_equals_the_plain_export(tmp_path: Path) -> None:
-    """Under FSDP rank 0 saves the adapter from the gathered LightningModule state dict (``model.`` prefix dropped):
-    it must hold exactly the tensors PEFT saves from an unsharded model. Other strategies gather nothing."""
+def _trained_module(tmp_path: Path) -> Any:
+    """An SFTModule holding the tiny model with a non-trivial LoRA adapter (B starts at zero)."""
+    import torch
+
+    from culturespa.train.module import SFTModule
+    from culturespa.train.peft_model import build_peft_model
+
+    cfg = compose("train", ["model=tiny_random"], output_dir=tmp_path)
+    plain = to_plain(cfg)
+    module = SFTModule(plain["model"], plain["peft"], {"lr": 1e-4}, str(cfg.paths.cache_dir), 1)
+    module.model = build_peft_model(plain["model"], plain["peft"], str(cfg.paths.cache_dir))
+    with torch.no_grad():
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    return module
+
+
+def test_fsdp_adapter_export_gathers_the_adapter_units_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under FSDP rank 0 saves the adapter from tensors gathered unit by unit: only units whose parameters are all
+    trainable (the LoRA leaves) are gathered, never a frozen base weight, and the result is exactly what PEFT saves
+    from an unsharded model. Other strategies gather nothing."""
     from types import SimpleNamespace
 
     import torch
     from lightning.pytorch.strategies import FSDPStrategy
     from safetensors.torch import load_file
 
-    from culturespa.train.module import SFTModule
-    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train import strategies
     from culturespa.train.strategies import gathered_model_state
 
-    cfg = compose("train", ["model=tiny_random"], output_dir=tmp_path)
-    plain = to_plain(cfg)
-    module = SFTModule(plain["model"], plain["peft"], {"lr": 1e-4}, str(cfg.paths.cache_dir), 1)
-    module.model = build_peft_model(plain["model"], plain["peft"], str(cfg.paths.cache_dir))
-    with torch.no_grad():  # LoRA B starts at zero: make the adapter non-trivial
-        for p in module.model.parameters():
-            if p.requires_grad:
-                p.add_(0.01 * torch.randn_like(p))
+    module = _trained_module(tmp_path)
+    gathered: list[int] = []
 
-    class GatheringFSDP(FSDPStrategy):  # stands in for the collective full-state gather of FSDPStrategy
+    def recording_gather(unit: torch.nn.Module) -> Any:
+        assert all(p.requires_grad for p in unit.parameters())  # never a frozen (base) tensor
+        gathered.append(sum(p.numel() for p in unit.parameters()))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(strategies, "fsdp_gather", recording_gather)
+
+    class ShardedFSDP(FSDPStrategy):  # stands in for a set-up FSDPStrategy (FSDP itself needs GPUs)
         def __init__(self) -> None:
             pass
 
-        def lightning_module_state_dict(self) -> dict:
-            return module.state_dict()
+        model = module
 
     assert gathered_model_state(SimpleNamespace(strategy="ddp")) is None
-    state = gathered_model_state(SimpleNamespace(strategy=GatheringFSDP()))
+    state = gathered_model_state(SimpleNamespace(strategy=ShardedFSDP()))
+    trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in module.model.parameters())
+    assert sum(gathered) == trainable < total / 10 and len(gathered) == 2 * 2 * 7  # A and B, 2 layers x 7 projections
     assert state is not None and all(not k.startswith("model.") for k in state)
     module.model.save_pretrained(str(tmp_path / "plain"))
     module.model.save_pretrained(str(tmp_path / "gathered"), state_dict=state)
@@ -207,3 +230,54 @@ def test_fsdp_adapter_export_from_gathered_state_equals_the_plain_export(tmp_pat
     gathered_t = load_file(str(tmp_path / "gathered" / "adapter_model.safetensors"))
     assert plain_t.keys() == gathered_t.keys() and len(plain_t) > 0
     assert all(torch.equal(plain_t[k], gathered_t[k]) for k in plain_t)
+
+
+def test_fsdp_checkpoint_state_is_the_adapter_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``trainer=fsdp`` checkpoints (state_dict_type full) hold the trainable tensors under the LightningModule's own
+    names, gathered without the base; ``sharded`` leaves Lightning's per-rank shards alone."""
+    import torch
+
+    from culturespa.train import strategies
+
+    module = _trained_module(tmp_path)
+    monkeypatch.setattr(strategies, "fsdp_gather", lambda unit: contextlib.nullcontext())
+    strategy = fsdp_strategy(accelerator="gpu")
+    assert isinstance(strategy, strategies.AdapterFSDPStrategy)
+    strategy.model = module
+    state = strategy.lightning_module_state_dict()
+    want = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    assert state.keys() == want.keys() and all(torch.equal(state[k], want[k].detach()) for k in want)
+    sharded = fsdp_strategy(accelerator="gpu", state_dict_type="sharded")
+    sharded.model = module
+    monkeypatch.setattr(strategies.FSDPStrategy, "lightning_module_state_dict", lambda self: {"lightning": 1})
+    assert sharded.lightning_module_state_dict() == {"lightning": 1}
+
+
+def test_fsdp_rank0_loads_and_other_ranks_build_on_meta(tmp_path: Path) -> None:
+    """``rank0_loads``: ranks > 0 build the same PEFT model (names, shapes, dtypes, trainable flags) on the meta
+    device without reading weights; FSDP gets ``sync_module_states`` and an init that gives meta modules empty
+    storage on the rank's device (the CPU here), to be filled by rank 0's broadcast."""
+
+    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train.strategies import builds_on_meta, materialize
+
+    strategy = fsdp_strategy(accelerator="gpu")
+    assert strategy.kwargs["sync_module_states"] is True and strategy.kwargs["param_init_fn"] is materialize
+    assert not builds_on_meta(strategy, 0) and builds_on_meta(strategy, 3)
+    assert not builds_on_meta(fsdp_strategy(accelerator="gpu", rank0_loads=False), 3)
+    assert "sync_module_states" not in fsdp_strategy(accelerator="gpu", rank0_loads=False).kwargs
+    assert not builds_on_meta("ddp", 3)
+
+    plain = to_plain(compose("train", ["model=tiny_random", "model.dtype=bfloat16"], output_dir=tmp_path))
+    cache = str(compose("train", [], output_dir=tmp_path).paths.cache_dir)
+    real = build_peft_model(plain["model"], plain["peft"], cache, "cpu")
+    empty = build_peft_model(plain["model"], plain["peft"], cache, "cpu", empty=True)
+    shape = {n: (p.shape, p.dtype, p.requires_grad) for n, p in real.named_parameters()}
+    assert shape == {n: (p.shape, p.dtype, p.requires_grad) for n, p in empty.named_parameters()}
+    assert {p.device.type for p in empty.parameters()} == {"meta"}
+    layer = empty.get_submodule("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default")
+    materialize(layer)
+    assert (
+        layer.weight.device.type == "cpu"
+        and layer.weight.shape == shape["base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"][0]
+    )

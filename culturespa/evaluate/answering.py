@@ -79,7 +79,8 @@ def _load_model(cfg: Any) -> tuple[Any, Any]:
     quant = str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none")
     compute = OmegaConf.select(cfg, "peft.compute_dtype", default=None)
     double = bool(OmegaConf.select(cfg, "peft.double_quant", default=True))
-    model = load_model(spec, cfg.paths.cache_dir, quantization=quant, compute_dtype=compute, double_quant=double)
+    device = str(OmegaConf.select(cfg, "engine.device", default="auto"))  # a quantised base is placed at load time
+    model = load_model(spec, cfg.paths.cache_dir, quant, compute_dtype=compute, double_quant=double, device=device)
     return model, load_tokenizer(spec, cfg.paths.cache_dir)
 
 

@@ -86,3 +86,31 @@ def resolve_dtype(name: str, device: str | None = None) -> str:
         _logged.add((chosen, why))
         log.info("model.dtype=auto: %s on %s", chosen, why)
     return chosen
+
+
+def resolve_compute_dtype(compute: str | None, model_dtype: str, device: str | None = None) -> str:
+    """The dtype bitsandbytes computes a 4-bit layer in (``peft.compute_dtype``): ``compute`` itself unless it is
+    ``auto`` (or unset), which follows ``model.dtype`` as resolved for ``device``: bf16 on CUDA (fp16 without bf16
+    support), so a QLoRA run never computes in fp32 on a GPU by default; on a CPU fp32 unless it has native bf16, as
+    for the model itself. ``peft.compute_dtype=float32`` keeps exact fp32 LoRA gradients anywhere (bf16 compute put
+    them about 5 % off on the CPU, stack notes)."""
+    if compute not in (None, "auto"):
+        return str(compute)
+    chosen = resolve_dtype(model_dtype, device)
+    if ("compute:" + chosen, str(device)) not in _logged:
+        _logged.add(("compute:" + chosen, str(device)))
+        log.info("peft.compute_dtype=auto: %s (model.dtype=%s on %s)", chosen, model_dtype, device or "auto")
+    return chosen
+
+
+def set_cuda_tf32(enabled: bool) -> str:
+    """``sft.tf32``: let fp32 matmuls (LoRA weights, fp32 runs) use TF32 tensor cores on CUDA, about 8x the fp32 rate on
+    Ampere and later at a 10-bit mantissa, or keep them exact. Call only when running on CUDA (the setting is process
+    wide; CPU runs never change it). Returns the precision now in force."""
+    import torch  # heavy: resolved only where a model is trained
+
+    precision = "high" if enabled else "highest"
+    torch.set_float32_matmul_precision(precision)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    return precision

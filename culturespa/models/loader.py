@@ -20,8 +20,10 @@ from typing import Any
 
 from culturespa import compat
 from culturespa.errors import CultureSPAError
+from culturespa.models.dtype import resolve_compute_dtype, resolve_dtype
 from culturespa.models.integrity import weights_problems
 from culturespa.settings import ModelSettings, PeftSettings, check_group
+from culturespa.utils.perms import fix_tree
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class ModelSpec:
     dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32 (culturespa.models.dtype)
     tiny: dict[str, Any] = field(default_factory=dict)  # LlamaConfig overrides (source=tiny_random)
     trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (needs the flash_attn package)
 
     @classmethod
     def from_config(cls, cfg: Any) -> ModelSpec:
@@ -56,14 +59,12 @@ def default_cache_dir() -> Path:
 
 def torch_dtype(name: str, device: str | None = None) -> Any:
     """The torch dtype for a ``model.dtype`` value; ``auto`` is resolved for ``device`` (see ``resolve_dtype``)."""
-    import torch
-
-    from culturespa.models.dtype import resolve_dtype
+    import torch  # heavy: this module is imported by entry points that never load a model
 
     return getattr(torch, resolve_dtype(name, device))
 
 
-def _device_of(device_map: Any) -> str | None:
+def device_of(device_map: Any) -> str | None:
     """Where a ``device_map`` puts the model (its first entry), or None when it does not say."""
     if isinstance(device_map, dict):
         device_map = next(iter(device_map.values()), None)
@@ -119,7 +120,7 @@ def hub_offline() -> bool:
 
 def _check_hub_cache(repo_id: str) -> None:
     """Offline, a hub id must be in the local cache, whole: else one line saying how to get it there."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: only for hub ids
 
     try:
         folder = Path(snapshot_download(repo_id, local_files_only=True))
@@ -145,8 +146,6 @@ def _build_atomically(target: Path, build: Any) -> None:
     try:
         build(tmp)
         (tmp / COMPLETE_MARKER).write_text("ok\n")
-        from culturespa.utils.perms import fix_tree
-
         fix_tree(tmp)  # mkdtemp made it 0700: honour the umask so a shared group can read the cache
         if target.exists():  # an incomplete folder from a killed conversion
             shutil.rmtree(target)
@@ -192,7 +191,7 @@ def gguf_location(spec: ModelSpec) -> tuple[str, str]:
 
 
 def _convert_gguf(spec: ModelSpec, out: Path) -> None:
-    import torch
+    import torch  # heavy (as transformers): only when the cache is built
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, file = gguf_location(spec)
@@ -208,7 +207,7 @@ def _convert_gguf(spec: ModelSpec, out: Path) -> None:
 
 def _build_tiny_random(spec: ModelSpec, out: Path, cache: Path) -> None:
     """A small randomly initialised Llama with the SmolLM2 tokenizer (and chat template), seeded so it is reproducible."""
-    import torch
+    import torch  # heavy (as transformers): only when the cache is built
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     base = ModelSpec.from_config(spec.tiny.get("tokenizer_from", {})) if spec.tiny.get("tokenizer_from") else None
@@ -231,7 +230,7 @@ def _build_tiny_random(spec: ModelSpec, out: Path, cache: Path) -> None:
 
 
 def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only where a tokenizer is loaded
 
     path = resolve_model_dir(spec, cache_dir)
     try:
@@ -244,11 +243,12 @@ def load_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
 
 
 def quantization_config(quantization: str, compute_dtype: str = "float32", double_quant: bool = True) -> Any:
-    """``BitsAndBytesConfig`` for ``4bit`` (NF4) / ``8bit``, or None for full precision."""
+    """``BitsAndBytesConfig`` for ``4bit`` (NF4) / ``8bit``, or None for full precision; ``compute_dtype`` is a
+    concrete dtype (``resolve_compute_dtype`` decides ``auto``)."""
     check_group(PeftSettings, {"quantization": quantization})
     if quantization == "none":
         return None
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # heavy: only for a quantised load
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -265,7 +265,7 @@ def disable_bnb_cpu_repack(model: Any) -> int:
     into a format whose matmul has no autograd, so LoRA gradients through the base silently vanish. Turning the repack
     off costs nothing where it is unsupported. Returns how many layers were patched."""
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # optional (peft=qlora); prints a line at import, so only where it is needed
     except ImportError:
         return 0
     patched = 0
@@ -274,6 +274,33 @@ def disable_bnb_cpu_repack(model: Any) -> int:
             module.support_avx512bf16_for_cpu = False
             patched += 1
     return patched
+
+
+def quantized_device_map(device: str | None) -> Any:
+    """The ``device_map`` of a quantised base: bitsandbytes places 4/8-bit weights while loading and nothing may move
+    them afterwards (the inference engine leaves a quantised model where it is), so the device it will run on must be
+    decided here. ``device`` is that device (``cuda``, ``cuda:1``, ``cpu``; None or ``auto``: the current CUDA device
+    when there is one, else the CPU)."""
+    import torch  # heavy: needed only where a model is loaded
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda":
+        return {"": int(index) if index else int(torch.cuda.current_device())}
+    return kind
+
+
+def attention_kwargs(name: str) -> dict[str, Any]:
+    """``attn_implementation`` for ``from_pretrained``; flash_attention_2 only where its package is installed, else
+    one line naming the key (transformers' own error is a traceback deep inside the load)."""
+    check_group(ModelSettings, {"attn_implementation": name})
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise CultureSPAError(
+            "model.attn_implementation=flash_attention_2 needs the flash_attn package (pip install flash-attn, on a "
+            "CUDA machine); use model.attn_implementation=sdpa"
+        )
+    return {"attn_implementation": name}
 
 
 def load_model(
@@ -286,18 +313,20 @@ def load_model(
     device: str | None = None,
 ) -> Any:
     """Load the causal LM in eval mode; with ``quantization`` it is loaded through bitsandbytes and repack-guarded.
-    ``device`` (or ``device_map``) says where it will run, which is what ``model.dtype=auto`` is resolved for."""
-    from transformers import AutoModelForCausalLM
-
-    from culturespa.models.dtype import resolve_dtype
+    ``device`` (or ``device_map``) says where it will run: what ``model.dtype=auto`` and ``compute_dtype=auto`` are
+    resolved for, and where a quantised base is placed at load time (``quantized_device_map``)."""
+    from transformers import AutoModelForCausalLM  # heavy: needed only where a model is loaded
 
     path = resolve_model_dir(spec, cache_dir)
-    dtype = resolve_dtype(spec.dtype, device or _device_of(device_map))
-    qconfig = quantization_config(quantization, compute_dtype or dtype, double_quant)
+    target = device or device_of(device_map)
+    dtype = resolve_dtype(spec.dtype, target)
+    compute = resolve_compute_dtype(compute_dtype, spec.dtype, target) if quantization != "none" else dtype
+    qconfig = quantization_config(quantization, compute, double_quant)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "trust_remote_code": spec.trust_remote_code}
+    kwargs.update(attention_kwargs(spec.attn_implementation))
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = device_map if device_map is not None else "cpu"
+        kwargs["device_map"] = device_map if device_map is not None else quantized_device_map(device)
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:
@@ -306,5 +335,23 @@ def load_model(
         raise CultureSPAError(f"model.path: {path}: cannot load ({str(err).splitlines()[0]})") from None
     if qconfig is not None:
         disable_bnb_cpu_repack(model)
+    model.eval()
+    return model
+
+
+def empty_model(spec: ModelSpec, cache_dir: str | Path | None = None, device: str | None = None) -> Any:
+    """The model of ``spec`` with every parameter and buffer on the meta device: its architecture (``config.json``),
+    dtype and attention choice, no weights read and no host memory taken. For FSDP ranks > 0, which receive rank 0's
+    weights when FSDP shards the model (``sync_module_states``)."""
+    import torch  # heavy (as transformers): only where a model is built
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model_dir(spec, cache_dir)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    dtype = torch_dtype(resolve_dtype(spec.dtype, device))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, trust_remote_code=spec.trust_remote_code, **attention_kwargs(spec.attn_implementation)
+        )
     model.eval()
     return model

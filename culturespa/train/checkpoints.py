@@ -267,9 +267,12 @@ class AdapterExport(L.Callback):
         self.meta = meta
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        check = getattr(pl_module, "check_finite", None)
+        if callable(check):  # steps since the last logging step were not checked yet: never export a broken adapter
+            check()
         seen = torch.tensor([int(getattr(pl_module, "samples_seen", 0))], device=pl_module.device)
         per_rank = pl_module.all_gather(seen).reshape(-1).tolist()  # collective: every rank takes part
-        state = gathered_model_state(trainer)  # FSDP: full tensors of the sharded model (collective); else None
+        state = gathered_model_state(trainer)  # FSDP: the adapter's tensors, whole on rank 0 (collective); else None
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

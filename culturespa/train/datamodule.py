@@ -1,4 +1,4 @@
-"""Dataset, dynamic-padding collate, a resumable sharded sampler and the LightningDataModule.
+"""Dataset, dynamic-padding and packing collates, a resumable sharded sampler and the LightningDataModule.
 
 The sampler shards a seeded per-epoch permutation across ranks by interleaving (rank r takes items r, r+W, ...), so
 one optimiser step sees the same examples whatever the world size, and it skips the micro-batches a resumed run has
@@ -48,6 +48,27 @@ class Collator:
             mask[row, :n] = 1
             labels[row, :n] = torch.tensor(item["labels"], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class PackingCollator:
+    """Padding-free packing (``sft.packing``): the micro-batch's examples end to end in one row, ``position_ids``
+    restarting at 0 for each, no attention mask. transformers reads the restarts as sequence boundaries (block-diagonal
+    causal mask with sdpa/eager, variable-length kernels with flash_attention_2), so no token attends across examples;
+    each example's first label is a masked prompt token, so no loss term spans two examples either. The loss is the
+    same per-token mean over the same answer tokens as the padded batch, with no compute spent on padding."""
+
+    def __call__(self, batch: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        ids = [torch.tensor(item["input_ids"], dtype=torch.long) for item in batch]
+        labels = [torch.tensor(item["labels"], dtype=torch.long) for item in batch]
+        if any(len(row) and int(row[0]) != IGNORE_INDEX for row in labels):  # would be trained on across a boundary
+            raise ValueError("packing needs every example to start with a masked (prompt) token")
+        positions = [torch.arange(len(row), dtype=torch.long) for row in ids]
+        return {
+            "input_ids": torch.cat(ids).unsqueeze(0),
+            "labels": torch.cat(labels).unsqueeze(0),
+            "position_ids": torch.cat(positions).unsqueeze(0),
+            "examples": len(batch),
+        }
 
 
 class ShardedSampler(Sampler[int]):
@@ -100,13 +121,15 @@ class SFTDataModule(L.LightningDataModule):
         pad_id: int,
         seed: int,
         num_workers: int = 0,
+        packing: bool = False,
     ) -> None:
         super().__init__()
         self.train_set = TokenizedDataset(train)
         self.val_set = TokenizedDataset(val)
         self.micro_batch_size = micro_batch_size
         self.accumulate = accumulate
-        self.collate = Collator(pad_id)
+        self.collate = Collator(pad_id)  # validation keeps padded batches: val/loss is an example-weighted mean
+        self.train_collate: Collator | PackingCollator = PackingCollator() if packing else self.collate
         self.seed = seed
         self.num_workers = num_workers
 
@@ -114,12 +137,12 @@ class SFTDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset: TokenizedDataset, sampler: ShardedSampler) -> DataLoader:
+    def _loader(self, dataset: TokenizedDataset, sampler: ShardedSampler, collate: Any = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.micro_batch_size,
             sampler=sampler,
-            collate_fn=self.collate,
+            collate_fn=collate or self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -135,7 +158,7 @@ class SFTDataModule(L.LightningDataModule):
             if 0 < done < spe:
                 sampler.skip_epoch = trainer.current_epoch
                 sampler.skip = done * self.accumulate * self.micro_batch_size
-        return self._loader(self.train_set, sampler)
+        return self._loader(self.train_set, sampler, self.train_collate)
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         if len(self.val_set) == 0:

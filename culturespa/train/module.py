@@ -1,8 +1,17 @@
 """The LightningModule: LoRA/QLoRA SFT of a causal LM on answer tokens, AdamW + cosine warmup.
 
 The base model is loaded in ``configure_model`` so every rank (and every ``ddp_spawn`` worker) loads its own copy on
-its own device and the module pickles small. Checkpoints carry only the trainable (adapter) weights plus optimiser,
-scheduler and RNG state; loading is non-strict because the frozen base is never in them.
+its own device and the module pickles small; under ``trainer=fsdp`` with ``strategy.rank0_loads`` only rank 0 reads
+the weights and the other ranks build the model on the meta device (FSDP broadcasts rank 0's weights). Checkpoints
+carry only the trainable (adapter) weights plus optimiser, scheduler and RNG state; loading is non-strict because the
+frozen base is never in them.
+
+No host sync per micro-batch: losses, token counts and the finiteness of loss and gradient norm stay tensors on the
+device and are read (one all-reduce under DDP) only at logging steps (``trainer.log_every_n_steps``) and before a
+checkpoint is written, so a non-finite value stops training before it reaches a checkpoint.
+
+``last_batch_tokens``: a 0-d integer tensor on the device, the number of real (non-padding) tokens of the last
+training micro-batch, set in ``training_step`` without a host sync, for throughput callbacks (tokens/s, MFU) to sum.
 """
 
 from __future__ import annotations
@@ -15,10 +24,28 @@ import lightning as L
 import torch
 
 from culturespa.errors import CultureSPAError
+from culturespa.models.dtype import set_cuda_tf32
 from culturespa.train.peft_model import build_peft_model, device_map_for
-from culturespa.train.strategies import clean_name, clip_gradients
+from culturespa.train.strategies import builds_on_meta, clean_name, clip_gradients
 
 RNG_KEY = "culturespa_rng"
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Real tokens of a micro-batch as a device tensor (no sync): the attention mask's ones, or every position of a
+    padding-free (packed) batch."""
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        return mask.sum()
+    return torch.tensor(batch["input_ids"].numel(), device=batch["input_ids"].device)
+
+
+def batch_examples(batch: dict[str, torch.Tensor]) -> int:
+    """Examples in a micro-batch, from shapes only: rows, or the sequences a packed row holds (``position_ids``
+    restarting at 0; the collator counts them into ``examples``)."""
+    if "examples" in batch:
+        return int(batch["examples"])
+    return int(batch["input_ids"].shape[0])
 
 
 class SFTModule(L.LightningModule):
@@ -31,6 +58,7 @@ class SFTModule(L.LightningModule):
         total_steps: int,
         checkpoint_dir: str = "",
         seed: int = 0,
+        tf32: bool = True,
     ) -> None:
         super().__init__()
         self.model_cfg, self.peft_cfg, self.optim_cfg = model_cfg, peft_cfg, optim_cfg
@@ -38,10 +66,12 @@ class SFTModule(L.LightningModule):
         self.total_steps = max(1, int(total_steps))
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
+        self.tf32 = bool(tf32)
         self.model: Any = None
         self.strict_loading = False
         self.samples_seen = 0
-        self._window_tokens = 0
+        self.last_batch_tokens: torch.Tensor | None = None
+        self._window: dict[str, torch.Tensor] = {}
         self._window_start: float | None = None
 
     # ---- model --------------------------------------------------------------------------------------------------
@@ -50,56 +80,86 @@ class SFTModule(L.LightningModule):
             return
         on_gpu = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         rank = self.trainer.local_rank if self._trainer is not None else 0
+        if on_gpu:
+            set_cuda_tf32(self.tf32)
+        empty = self._trainer is not None and builds_on_meta(self.trainer.strategy, self.trainer.global_rank)
         self.model = build_peft_model(
-            self.model_cfg, self.peft_cfg, self.cache_dir, device_map_for(rank, on_gpu), seed=self.seed
+            self.model_cfg, self.peft_cfg, self.cache_dir, device_map_for(rank, on_gpu), seed=self.seed, empty=empty
         )
 
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**batch).loss
+        inputs = {k: v for k, v in batch.items() if k != "examples"}
+        # no KV cache: a loss needs none, and with one transformers would not read packed position_ids as boundaries
+        return self.model(**inputs, use_cache=False).loss
 
     # ---- steps --------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self._window_start is None:
-            self._window_start = time.perf_counter()
+            self._window_start = self._now()
         loss = self.compute_loss(batch)
-        finite = bool(torch.isfinite(loss.detach()).item())
-        if self.trainer.world_size > 1:
-            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
-        if not finite:
-            raise CultureSPAError(
-                f"training stopped: loss is {loss.item()} at optimiser step {self.global_step} (batch {batch_idx}); "
-                f"the last good checkpoint is kept in {self.checkpoint_dir or 'the checkpoint folder'}"
-            )
-        self.samples_seen += int(batch["input_ids"].shape[0])
-        self._window_tokens += int(batch["attention_mask"].sum().item())
-        size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=size)
+        self.last_batch_tokens = batch_tokens(batch)
+        self.samples_seen += batch_examples(batch)
+        self._add("loss", loss.detach().float())
+        self._add("micro_batches", torch.ones((), device=loss.device))
+        self._add("tokens", self.last_batch_tokens.float())
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        size = batch_examples(batch)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         grads = [p.grad.detach().float().norm(2) for p in self.parameters() if p.grad is not None]
-        norm = torch.stack(grads).norm(2) if grads else torch.zeros(())
-        if not torch.isfinite(norm):
-            raise CultureSPAError(
-                f"training stopped: gradient norm is {norm.item()} at optimiser step {self.global_step}; "
-                f"the last good checkpoint is kept in {self.checkpoint_dir or 'the checkpoint folder'}"
-            )
-        now = time.perf_counter()
-        elapsed = now - (self._window_start or now)
-        metrics = {"train/grad_norm": norm, "train/lr": optimizer.param_groups[0]["lr"]}
-        if elapsed > 0:
-            # Tokens (without padding) per second over this optimiser step, all ranks (assumed equally fast).
-            metrics["train/tokens_per_s"] = self._window_tokens * self.trainer.world_size / elapsed
+        norm = torch.stack(grads).norm(2) if grads else torch.zeros((), device=self.device)
+        self._window["grad_norm"] = norm
+        self._add("bad_norm", (~torch.isfinite(norm)).float())
+        if not self.is_log_step():
+            return
+        self.check_finite()
+        window = self._window
+        metrics: dict[str, Any] = {"train/grad_norm": norm, "train/lr": optimizer.param_groups[0]["lr"]}
+        if "loss" in window:
+            loss = window["loss"] / window["micro_batches"]
+            elapsed = self._now() - (self._window_start or self._now())
+            if elapsed > 0:  # real tokens per second since the last logging step, all ranks (assumed equally fast)
+                metrics["train/tokens_per_s"] = window["tokens"] * self.trainer.world_size / elapsed
         self.log_dict(metrics, on_step=True)
-        self._window_tokens, self._window_start = 0, None
+        if "loss" in window:  # logged at logging steps only: the bar reads it then, not per micro-batch
+            self.log("train/loss", loss, on_step=True, prog_bar=True)
+        self._window, self._window_start = {}, None
+
+    def is_log_step(self) -> bool:
+        """Whether the optimiser step under way is one Lightning logs (``trainer.log_every_n_steps``)."""
+        every = max(1, int(getattr(self.trainer, "log_every_n_steps", 1) or 1))
+        return (int(self.global_step) + 1) % every == 0
+
+    def check_finite(self) -> None:
+        """Stop on a non-finite loss or gradient norm since the last check: the one host sync (all ranks agree)."""
+        zero = torch.zeros((), device=self.device)
+        loss, norm = self._window.get("loss", zero), self._window.get("grad_norm", zero)
+        flags = torch.stack([(~torch.isfinite(loss)).float(), self._window.get("bad_norm", zero).float()])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            flags = self.trainer.strategy.reduce(flags, reduce_op="sum")
+        bad_loss, bad_norm = (bool(x) for x in flags.tolist())
+        if not (bad_loss or bad_norm):
+            return
+        what = f"loss is {float(loss)}" if bad_loss else f"gradient norm is {float(norm)}"
+        raise CultureSPAError(
+            f"training stopped: {what} at optimiser step {self.global_step}; "
+            f"the last good checkpoint is kept in {self.checkpoint_dir or 'the checkpoint folder'}"
+        )
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        self._window[key] = self._window[key] + value if key in self._window else value
+
+    @staticmethod
+    def _now() -> float:
+        return time.perf_counter()
 
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
@@ -132,7 +192,9 @@ class SFTModule(L.LightningModule):
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the adapter only: the frozen base is reloaded from its own files."""
+        """Keep the adapter only: the frozen base is reloaded from its own files. Never a non-finite adapter."""
+        if self._window:
+            self.check_finite()
         keep = {clean_name(name) for name, p in self.named_parameters() if p.requires_grad}  # FSDP: wrapper prefixes
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RNG_KEY] = {"torch": torch.get_rng_state(), "samples_seen": self.samples_seen}

@@ -6,10 +6,11 @@ and the tests, so all three train exactly the same thing.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from culturespa.errors import CultureSPAError
-from culturespa.models.loader import ModelSpec, disable_bnb_cpu_repack, load_model
+from culturespa.models.loader import ModelSpec, device_of, disable_bnb_cpu_repack, empty_model, load_model
 
 
 def device_map_for(local_rank: int, on_gpu: bool) -> Any:
@@ -37,22 +38,31 @@ def build_peft_model(
     cache_dir: str | None,
     device_map: Any = None,
     seed: int = 0,
+    empty: bool = False,
 ) -> Any:
-    """Load the base, guard the bnb CPU repack bug, prepare k-bit training, wrap with LoRA, switch to train mode."""
-    import torch
+    """Load the base, guard the bnb CPU repack bug, prepare k-bit training, wrap with LoRA, switch to train mode.
+    ``empty``: the same model with every tensor on the meta device and no file read (FSDP ranks > 0, whose weights
+    FSDP broadcasts from rank 0)."""
+    import torch  # heavy (as peft): only where a model is trained
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     spec = ModelSpec.from_config(model_cfg)
     quantization = str(peft_cfg.get("quantization", "none"))
     compute_dtype = peft_cfg.get("compute_dtype")
-    model = load_model(
-        spec,
-        cache_dir=cache_dir,
-        quantization=quantization,
-        device_map=device_map if quantization != "none" else None,
-        compute_dtype=str(compute_dtype) if compute_dtype else None,
-        double_quant=bool(peft_cfg.get("double_quant", True)),
-    )
+    if empty and quantization != "none":
+        raise CultureSPAError("an empty (meta-device) model cannot be quantised: bitsandbytes quantises real weights")
+    if empty:
+        model = empty_model(spec, cache_dir, device=device_of(device_map))
+    else:
+        model = load_model(
+            spec,
+            cache_dir=cache_dir,
+            quantization=quantization,
+            device_map=device_map if quantization != "none" else None,
+            compute_dtype=str(compute_dtype) if compute_dtype else None,
+            double_quant=bool(peft_cfg.get("double_quant", True)),
+            device=device_of(device_map),
+        )
     checkpointing = bool(peft_cfg.get("gradient_checkpointing", False))
     ckpt_kwargs = {"use_reentrant": False}
     if quantization != "none":
@@ -69,7 +79,8 @@ def build_peft_model(
     if checkpointing:
         model.config.use_cache = False
     torch.manual_seed(seed)  # LoRA init is the only randomness here: the same on every rank and every run
-    model = get_peft_model(model, lora_config(peft_cfg))
+    with torch.device("meta") if empty else contextlib.nullcontext():
+        model = get_peft_model(model, lora_config(peft_cfg))
     model.train()
     return model
 

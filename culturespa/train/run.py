@@ -37,6 +37,7 @@ from culturespa.stages.lineage import track_training
 from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta, resume_line
 from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
 from culturespa.train.module import SFTModule
+from culturespa.train.oom import MEMORY_ERRORS, out_of_memory
 from culturespa.train.sft_data import CultureSplit, ExampleEncoder, prepare_splits, shuffled
 from culturespa.train.trainer import build_callbacks, build_loggers, build_trainer, check_strategy
 from culturespa.utils.logs import single_log_lines
@@ -308,6 +309,7 @@ def run_job(
         job.total_steps,
         str(job.checkpoint_dir),
         settings.seed,
+        sft.tf32,
     )
     datamodule = SFTDataModule(
         train_ex,
@@ -317,6 +319,7 @@ def run_job(
         tokenizer.pad_token_id,
         int(settings.data.seed),
         int(sft.num_workers),
+        sft.packing,
     )
     loggers = build_loggers(settings.logger, io.wandb_kwargs, job.name)
     job_callbacks = [
@@ -340,6 +343,8 @@ def run_job(
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume.path if job.resume else None)
         if trainer.is_global_zero:
             io.track(loggers)  # pairs in, adapter out (W&B lineage)
+    except MEMORY_ERRORS as err:
+        raise out_of_memory(err, plan.micro_batch_size, plan.accumulate, plan.world_size) from None
     finally:
         _finish_wandb(loggers)
 
