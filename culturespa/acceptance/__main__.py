@@ -104,9 +104,11 @@ def run_all(setup: Setup, total_s: float) -> Run:
     if setup.device == "cuda":
         torch.cuda.empty_cache()
     if setup.model_dir is not None:
+        reserve = budget["d1"] + budget["e1"] + 10  # the FSDP subprocess may use what the evaluation does not need
         run.step("b1", "LoRA SFT (bf16 on CUDA)", "2", budget["b1"], lambda r: sft_step(setup, "lora", r, trained))
         run.step("b2", "QLoRA SFT (NF4)", "2", budget["b2"], lambda r: sft_step(setup, "qlora", r, trained))
-        run.step("c1", "FSDP step + adapter-only ckpt", "2", budget["c1"], lambda r: fsdp_step(setup, r, budget["c1"]))
+        fsdp_timeout = max(float(budget["c1"]), run.left() - reserve)
+        run.step("c1", "FSDP step + adapter-only ckpt", "2", budget["c1"], lambda r: fsdp_step(setup, r, fsdp_timeout))
         run.step(
             "d1",
             "evaluate the QLoRA adapter + reload",
