@@ -34,6 +34,7 @@ from culturespa.errors import CultureSPAError
 
 log = logging.getLogger("culturespa.workers")
 KEY = "engine.devices"
+CHAOS_JOB_ENV = "CULTURESPA_CHAOS_JOB"  # tests: only the job of this label keeps CULTURESPA_CHAOS (utils/chaos.py)
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _HINT = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
 
@@ -151,7 +152,7 @@ def _start(context: Any, job: Job, device: str, threads: int) -> Any:
     _result_path(job).unlink(missing_ok=True)
     plain = OmegaConf.to_container(job.cfg, resolve=True)
     visible = _visible(device)
-    spec = (job.target, plain, job.args, device, visible, threads, str(job.log), str(_result_path(job)), os.getpid())
+    spec = (job.target, plain, job.args, device, visible, threads, str(job.log), str(_result_path(job)), job.label)
     process = context.Process(target=_worker_main, args=spec, name=job.label, daemon=False)
     process.start()
     process.device = device  # type: ignore[attr-defined]
@@ -186,9 +187,11 @@ def _worker_main(
     threads: int,
     log_file: str,
     result_file: str,
-    parent: int,
+    label: str,
 ) -> None:
     """In the spawned worker: pin the device, log to its file, run the target and store its result."""
+    if os.environ.get(CHAOS_JOB_ENV, label) != label:
+        os.environ.pop("CULTURESPA_CHAOS", None)
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before torch touches CUDA: the worker sees only its GPU
     stream = open(log_file, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - the worker's stdout/stderr
@@ -196,7 +199,7 @@ def _worker_main(
     os.dup2(stream.fileno(), 2)
     sys.stdout = sys.stderr = stream
     logging.basicConfig(level=logging.INFO, stream=stream, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    threading.Thread(target=_follow_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
     import torch  # heavy: the worker loads the model anyway
 
     torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from culturespa.generate.answers import run_answers
 from culturespa.generate.export import run_export
 from culturespa.generate.filter import run_filter
 from culturespa.generate.pairs import run_pairs
-from culturespa.generate.questions import run_questions
+from culturespa.generate.question_workers import run_questions_on_devices
 from culturespa.stages.identity import GENERATE_STAGES
 
 log = logging.getLogger("culturespa.generate")
@@ -30,7 +30,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         raise CultureSPAError(f"stage={stage!r} is not valid; choose one of: {', '.join(GENERATE_STAGES)}")
     cultures = validate_config(cfg, stage=stage)
     if stage == "questions":
-        return run_questions(cfg)
+        return run_questions_on_devices(cfg)  # engine.devices > 1: one worker per device
     if stage == "filter":
         return run_filter(cfg)
     if stage in ("answers", "merge-answers"):
