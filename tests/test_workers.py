@@ -67,9 +67,10 @@ def _offline() -> dict[str, str]:
 def test_two_workers_write_the_one_process_files(make_cfg, tmp_path: Path, decoding: str) -> None:
     args = [*ANSWERS, f"decoding={decoding}", "answers.setting=aware", "cultures=[USA,CHN]"]
     if decoding == "sample":  # two samples per question: runs 0 and 1, each seeded per request
-        args += ["data.samples=2", "data.criterion=majority", "answers.limit=4"]
+        args += ["data.samples=2", "data.criterion=none", "answers.limit=4"]
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     two = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'two'}", "engine.devices=2"]))
+    assert one["answered"] == (16 if decoding == "sample" else 14)  # sample: 4 questions x 2 runs x 2 cultures
     assert two["workers"] == 2 and two["answered"] == one["answered"] and two["invalid"] == one["invalid"]
     for code in ("USA", "CHN"):
         name = f"aware_{code}.jsonl"
