@@ -130,7 +130,7 @@ def run_jobs(jobs: Sequence[Job], devices: Sequence[str]) -> list[Any]:
                 free.append(process.device)  # type: ignore[attr-defined]
                 if process.exitcode != 0:
                     failed.append((job, process.exitcode))
-                    log.error("%s failed (exit code %s); see %s", job.label, process.exitcode, job.log)
+                    log.info("%s failed (exit code %s); see %s", job.label, process.exitcode, job.log)
     finally:
         for _, _, process in running.values():  # the parent is stopping: so do its workers
             process.terminate()
