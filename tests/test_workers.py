@@ -15,6 +15,7 @@ import pytest
 from culturespa.answering.workers import parse_devices
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.run import evaluate
+from culturespa.generate.merge_answers import fan_out
 from culturespa.generate.run import generate
 from culturespa.settings import check_values
 
@@ -129,3 +130,15 @@ def test_two_workers_generate_the_one_process_questions(make_cfg, tmp_path: Path
     meta, ref = (json.loads((tmp_path / f"{n}.jsonl.meta.json").read_text()) for n in ("two", "one"))
     assert meta == ref and len(ref["failed"]) == 6  # tiny_random writes no JSON: every slot fails, replies kept
     assert [f["id"] for f in meta["failed"]] == [f"gen-t{t}-{n}" for t in (2, 4, 7) for n in range(2)]
+
+
+def test_pipeline_shards_run_at_once_on_the_devices(make_cfg, tmp_path: Path) -> None:
+    """`pipeline.answer_shards=3` with `engine.devices=2`: three shard jobs on two workers, then the merge."""
+    args = [*ANSWERS, "decoding=logprob", "answers.setting=unaware"]
+    one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
+    out = [*args, f"answers.output_dir={tmp_path / 'fan'}", "engine.devices=2"]
+    merged = fan_out(generate, lambda extra: make_cfg("generate", [*out, *(f"{k}={v}" for k, v in extra.items())]), 3)
+    assert merged["shards"] == 3 and merged["answered"] == 7 and merged["files"]
+    assert (tmp_path / "fan" / "unaware.jsonl").read_bytes() == Path(one["files"]["unaware"]).read_bytes()
+    logs = sorted(p.name for p in (tmp_path / "run" / "workers").glob("*.log"))
+    assert logs == [f"answers-unaware.shard-{i}-of-3.log" for i in range(3)]
