@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,36 @@ def test_pipeline_shards_run_at_once_on_the_devices(make_cfg, tmp_path: Path) ->
     assert (tmp_path / "fan" / "unaware.jsonl").read_bytes() == Path(one["files"]["unaware"]).read_bytes()
     logs = sorted(p.name for p in (tmp_path / "run" / "workers").glob("*.log"))
     assert logs == [f"answers-unaware.shard-{i}-of-3.log" for i in range(3)]
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" in status.read_text()  # a zombie whose reaper is slow is dead too
+    except OSError:
+        return True
+
+
+def test_killing_the_parent_stops_its_workers_and_a_rerun_resumes(make_cfg, tmp_path: Path) -> None:
+    args = [*ANSWERS, "decoding=logprob", "answers.setting=unaware", "answers.limit=12"]
+    one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
+    out = tmp_path / "two"
+    cmd = [sys.executable, "generate.py", *args, f"answers.output_dir={out}", "engine.devices=2"]
+    cmd += [f"paths.log_dir={tmp_path / 'logs'}"]
+    parent = subprocess.Popen(cmd, cwd=REPO, env=os.environ | _offline(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size for p in out.glob("unaware.shard-*.jsonl.part")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("answers-unaware.shard-*.log"))
+    workers = [int(pid) for pid in re.findall(r"worker (\d+): cpu with", logs)]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(pid) for pid in workers)  # no orphan writes beside the rerun
+    assert not (out / "unaware.jsonl").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, env=os.environ | _offline(), capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (out / "unaware.jsonl").read_bytes() == Path(one["files"]["unaware"]).read_bytes()
