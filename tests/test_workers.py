@@ -156,7 +156,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_killing_the_parent_stops_its_workers_and_a_rerun_resumes(make_cfg, tmp_path: Path) -> None:
-    args = [*ANSWERS, "decoding=logprob", "answers.setting=unaware", "answers.limit=12"]
+    args = [a for a in ANSWERS if a != "answers.limit=7"] + ["answers.limit=12", "model.dtype=float32"]
+    args += ["decoding=logprob", "answers.setting=unaware"]  # the CLI as make_cfg: fp32
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
     cmd = [sys.executable, "generate.py", *args, f"answers.output_dir={out}", "engine.devices=2"]
