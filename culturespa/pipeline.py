@@ -221,7 +221,7 @@ class Pipeline:
             for setting in ("unaware", str(cfg.data.system)):
                 values = {"stage": "answers", "answers.setting": setting}
                 values |= {"answers.input": str(inputs), "answers.output_dir": str(d)}
-                # pipeline.answer_shards=n: n shards in turn, then merged (the same files as one run)
+                # pipeline.answer_shards=n: n shards (at once with engine.devices > 1), then merged (the same files)
                 out[setting] = fan_out(generate, lambda extra, v=values: stage_cfg(cfg, d, {**v, **extra}), shards)
             return out
 

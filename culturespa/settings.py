@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from culturespa.errors import CultureSPAError
 
@@ -70,7 +71,23 @@ class Positive:
         return None if value > 0 and math.isfinite(value) else f"{key}={value!r} must be a number > 0"
 
 
-Rule = OneOf | Between | Count | Positive
+@dataclass(frozen=True)
+class Devices:
+    """``engine.devices``: auto, a positive integer or a non-empty list of cpu / cuda / cuda:N (whether those CUDA
+    devices exist is checked when the workers start: ``answering/workers.py``)."""
+
+    def problem(self, key: str, value: Any) -> str | None:
+        hint = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
+        if isinstance(value, (list, tuple, ListConfig)):
+            names = [str(v).strip() for v in value]
+            ok = bool(names) and all(n == "cpu" or re.fullmatch(r"cuda(:\d+)?", n) for n in names)
+            return None if ok else f"{key}=[{','.join(names)}] {hint}"
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return None
+        return f"{key}={value!r} {hint}"
+
+
+Rule = OneOf | Between | Count | Positive | Devices
 
 
 def checked(default: Any = None, rule: Rule | None = None) -> Any:
@@ -185,6 +202,7 @@ class EngineSettings(GroupSettings):
     prefix_cache: bool = checked(True)
     device: str = checked("auto")
     prepack: bool = checked(True)
+    devices: Any = checked(1, Devices())  # worker processes, one per device (answering/workers.py)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from culturespa.answering.chunks import resume_chunks
-from culturespa.errors import CultureSPAError
+from culturespa.answering.records import answer_key
+from culturespa.data.jsonl import iter_jsonl, write_jsonl
+from culturespa.errors import CultureSPAError, fail
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -73,3 +75,27 @@ def shard_counts(path: Path) -> list[int]:
     pattern = re.compile(re.escape(path.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(path.suffix) + r"(\.part)?$")
     found = {int(m[2]) for f in path.parent.glob(f"{path.stem}.shard-*") if (m := pattern.match(f.name))}
     return sorted(found)
+
+
+def finished_answers(path: Path, keys: dict[str, Any]) -> bool:
+    """``path`` is a finished answers file holding exactly ``keys``, each for the same question (nothing to redo)."""
+    if not path.is_file() or path.with_name(path.name + ".part").exists():
+        return False
+    got = {answer_key(r): r.get("question") for _, r in iter_jsonl(path)}
+    return got == keys
+
+
+def join_shards(path: Path, keys: dict[str, Any], count: int, chunk: int, per_run: int | None = None) -> list[Any]:
+    """Write ``path`` from its ``count`` finished shard files, in ``keys`` order (the one-process file, byte for
+    byte with greedy or logprob decoding); a shard missing, unfinished or holding other questions is a one-line
+    error naming it, and nothing is written."""
+    records: dict[str, Any] = {}
+    for index in range(count):
+        shard = Shard(index, count)
+        shard_path = shard.path(path)
+        if not finished_answers(shard_path, shard.keys(keys, chunk, per_run)):
+            raise fail(shard_path, f"shard {shard.label} is missing, unfinished or of other questions; rerun to resume")
+        records.update((answer_key(r), r) for _, r in iter_jsonl(shard_path))
+    ordered = [records[k] for k in keys]
+    write_jsonl(path, ordered)
+    return ordered

@@ -4,7 +4,8 @@ Answers are appended to ``<output_dir>/answers/{setting}_{CODE}.jsonl`` (or ``{s
 not depend on the culture: the model is then asked once and scored against every culture) by the answer loop the
 answers stage uses (``answering/``: the same records, resume chunks and part files); an interrupted evaluation skips
 what is already there. A fingerprint of the settings that shape the answers is kept beside them, so answers made under
-other settings are never mixed in.
+other settings are never mixed in. ``engine.devices=N`` (``answering/workers.py``): the files still to do are answered
+as N shards by N worker processes at once, one per device, then joined in the one-process order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from omegaconf import OmegaConf
 from culturespa.answering.chunks import resume_chunk
 from culturespa.answering.loop import AnswerFile, Messages, fill
 from culturespa.answering.records import AnswerRecord
+from culturespa.answering.shards import Shard, finished_answers, join_shards
+from culturespa.answering.workers import Job, run_jobs, worker_devices
+from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import fail
@@ -85,26 +89,24 @@ def _load_model(cfg: Any) -> tuple[Any, Any]:
 
 
 def answer_with_model(
-    cfg: Any, wvs: WVSData, questions: Sequence[Question], cultures: Sequence[str], plan: AdapterPlan
+    cfg: Any,
+    wvs: WVSData,
+    questions: Sequence[Question],
+    cultures: Sequence[str],
+    plan: AdapterPlan,
+    shard: Shard | None = None,
 ) -> dict[str | None, list[AnswerRecord]]:
-    """Answers per culture code, or under the key None when one culture-independent set serves every culture."""
+    """Answers per culture code, or under the key None when one culture-independent set serves every culture.
+    ``shard``: a worker's share only, into its shard files (``engine.devices``)."""
     from culturespa.infer.engine import Decoding, Engine  # torch: heavy, loaded only when evaluating a model
 
     folder = Path(str(cfg.eval.output_dir)) / "answers"
     check_fingerprint(cfg, folder)
+    devices = [] if shard is not None else worker_devices(cfg)
+    if devices:
+        return answer_on_devices(cfg, wvs, questions, cultures, plan, devices)
     decoding = Decoding.from_config(cfg.decoding)
-    setting = str(cfg.prompt.name)
-    # the answers stage's chunking; run r samples with seed + r * decoding.seed_step (Decoding.run_seed); the folder's
-    # fingerprint vouches for finished files
-    file = functools.partial(
-        AnswerFile,
-        setting=setting,
-        questions=questions,
-        runs=effective_runs(cfg),
-        chunk=resume_chunk(cfg),
-        seed=int(cfg.seed),
-        seed_step=int(OmegaConf.select(cfg, "decoding.seed_step", default=1)),
-    )
+    file = _file_maker(cfg, questions, shard)
 
     base, tokenizer = _load_model(cfg)
     model = base
@@ -114,11 +116,10 @@ def answer_with_model(
         model = PeftModel.from_pretrained(base, str(plan.folder_for(None)), adapter_name="joint")
         model.eval()
 
-    shared_style = style_for(cfg, plan.style_for(None)) if plan.kind != "specific" else None
-    if shared_style is not None and culture_independent(shared_style):
+    shared_style = _shared_style(cfg, plan)
+    if shared_style is not None:
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        asker = _asker(wvs, shared_style, None)
-        shared = file(path=folder / f"{setting}.jsonl", culture=None, messages=asker)
+        shared = file(path=_path(folder, cfg, None, shard), culture=None, messages=_asker(wvs, shared_style, None))
         return {None: fill(engine, decoding, shared, reuse_finished=True).records}
 
     answers: dict[str | None, list[AnswerRecord]] = {}
@@ -127,9 +128,79 @@ def answer_with_model(
             model = _activate(model, base, plan, culture)
         style = style_for(cfg, plan.style_for(culture))
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
-        own = file(path=folder / f"{setting}_{culture}.jsonl", culture=culture, messages=_asker(wvs, style, culture))
+        own = file(path=_path(folder, cfg, culture, shard), culture=culture, messages=_asker(wvs, style, culture))
         answers[culture] = fill(engine, decoding, own, reuse_finished=True).records
     return answers
+
+
+def _file_maker(cfg: Any, questions: Sequence[Question], shard: Shard | None) -> functools.partial[AnswerFile]:
+    """The answers stage's chunking; run r samples with seed + r * decoding.seed_step (Decoding.run_seed); the
+    folder's fingerprint vouches for finished files."""
+    return functools.partial(
+        AnswerFile,
+        setting=str(cfg.prompt.name),
+        questions=questions,
+        runs=effective_runs(cfg),
+        chunk=resume_chunk(cfg),
+        shard=shard,
+        seed=int(cfg.seed),
+        seed_step=int(OmegaConf.select(cfg, "decoding.seed_step", default=1)),
+    )
+
+
+def _shared_style(cfg: Any, plan: AdapterPlan) -> Any:
+    """The prompt style when one culture-independent answer set serves every culture, else None."""
+    style = style_for(cfg, plan.style_for(None)) if plan.kind != "specific" else None
+    return style if style is not None and culture_independent(style) else None
+
+
+def _path(folder: Path, cfg: Any, culture: str | None, shard: Shard | None) -> Path:
+    setting = str(cfg.prompt.name)
+    path = folder / (f"{setting}.jsonl" if culture is None else f"{setting}_{culture}.jsonl")
+    return shard.path(path) if shard is not None else path
+
+
+def answer_on_devices(
+    cfg: Any,
+    wvs: WVSData,
+    questions: Sequence[Question],
+    cultures: Sequence[str],
+    plan: AdapterPlan,
+    devices: list[str],
+) -> dict[str | None, list[AnswerRecord]]:
+    """The files still to do as one shard per device, answered by worker processes at once, then joined; finished
+    files are read as they are, and a rerun after a crash resumes every shard from its own part file."""
+    folder, n = Path(str(cfg.eval.output_dir)) / "answers", len(devices)
+    targets: list[str | None] = [None] if _shared_style(cfg, plan) is not None else list(cultures)
+    file = _file_maker(cfg, questions, None)
+    keys = {c: file(path=_path(folder, cfg, c, None), culture=c, messages=_asker(wvs, None, c)).keys() for c in targets}
+    todo = [c for c in targets if not finished_answers(_path(folder, cfg, c, None), keys[c])]
+    if todo:
+        named = [c for c in todo if c is not None] or list(cultures)
+        logs = Path(str(cfg.eval.output_dir)) / "workers"
+        jobs = [
+            Job(
+                f"evaluation shard {i}/{n}",
+                answer_shard,
+                cfg,
+                logs / f"eval.shard-{i}-of-{n}.log",
+                (questions, named, plan, Shard(i, n)),
+            )
+            for i in range(n)
+        ]
+        run_jobs(jobs, devices)
+        for c in todo:
+            join_shards(_path(folder, cfg, c, None), keys[c], n, resume_chunk(cfg), len(questions))
+    return {c: [r for _, r in iter_jsonl(_path(folder, cfg, c, None))] for c in targets}  # type: ignore[misc]
+
+
+def answer_shard(
+    cfg: Any, questions: Sequence[Question], cultures: Sequence[str], plan: AdapterPlan, shard: Shard
+) -> dict[str, Any]:
+    """A worker's job: evaluation answering of its shard of every file still to do."""
+    wvs = WVSData.load(cfg.paths.wvs_dir)
+    done = answer_with_model(cfg, wvs, questions, cultures, plan, shard)
+    return {"shard": shard.label, "answers": sum(len(records) for records in done.values())}
 
 
 def _asker(wvs: WVSData, style: Any, culture: str | None) -> Messages:

@@ -9,6 +9,8 @@ fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) m
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
 The stage plans (settings, questions, each file's action; no model loaded), runs the loop on what is left, then
 records samples and figures in W&B; ``answers.shard=i/n`` and ``stage=merge-answers``: ``answering/shards.py``.
+``engine.devices=N`` (``answering/workers.py``): the files still to do are answered as N shards by N worker processes
+at once, one per device, then merged (byte for byte the one-process files with greedy or logprob decoding).
 
 With ``decoding=sample`` a question is answered several times (``culturespa.generate.noise.sample_runs``: k =
 ``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
@@ -19,23 +21,25 @@ reuse the finished runs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.answering.chunks import resume_chunk
 from culturespa.answering.loop import AnswerFile, Messages, fill
 from culturespa.answering.records import answer_key
 from culturespa.answering.shards import Shard
-from culturespa.config import first_n
+from culturespa.answering.workers import Job, run_jobs, worker_devices
+from culturespa.config import first_n, validate_config
 from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
-from culturespa.errors import fail
+from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
 from culturespa.generate.merge_answers import merge_one, shard_fingerprint
 from culturespa.generate.noise import sample_runs
@@ -116,6 +120,12 @@ class Answered:
 def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> dict[str, Any]:
     """Answer the questions (``answers.shard=i/n``: one shard of them); ``merge``: join the finished shards instead."""
     shard = Shard.from_config(cfg)  # checked in merge mode too
+    devices = [] if merge else worker_devices(cfg)
+    if devices and shard is not None:
+        raise CultureSPAError(
+            f"engine.devices={len(devices)} with answers.shard={shard.label}: the stage splits itself over the "
+            "devices; leave answers.shard unset, or set engine.devices=1 to answer one shard"
+        )
     plan = plan_answers(cfg, cultures, None if merge else shard, merge)
     if merge:  # stage=merge-answers: the shards of each file, checked and joined (merge_answers.py)
         chunk, overwrite = resume_chunk(cfg), outputs.overwrite_requested(cfg)
@@ -130,6 +140,8 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
     summary["files"] = {p.label: str(p.file.path) for p in plan.files}
     if not plan.todo:
         return summary
+    if devices:  # engine.devices=N: N worker processes, one shard each, then merged
+        return summary | answer_on_devices(cfg, plan, devices)
     from culturespa.infer.engine import Engine  # torch: heavy, loaded only when there is something to answer
 
     engine = Engine.from_config(cfg)
@@ -217,6 +229,48 @@ def answer_planned(engine: Engine, plan: AnswersPlan) -> Answered:
         log.info("answers: %s: %d answers, %d invalid", path, len(filled.records), done.invalid[todo.label])
     done.elapsed = time.perf_counter() - started
     return done
+
+
+def answer_on_devices(cfg: DictConfig, plan: AnswersPlan, devices: list[str]) -> dict[str, Any]:
+    """The files still to do as one shard per device, answered by worker processes at once, then merged; a rerun
+    after a crash resumes every shard from its own part file."""
+    n, todo = len(devices), plan.todo
+    cultures = [p.file.culture for p in todo if p.file.culture is not None]
+    folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=None) or plan.files[0].file.path.parent))
+    jobs = [
+        Job(
+            f"answers shard {i}/{n}",
+            answer_shard,
+            shard_config(cfg, {"answers.shard": Shard(i, n).label}),
+            folder / "workers" / f"answers-{plan.setting}.shard-{i}-of-{n}.log",
+            (cultures,),
+        )
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    shards = run_jobs(jobs, devices)
+    elapsed = time.perf_counter() - started
+    chunk, overwrite = resume_chunk(cfg), outputs.overwrite_requested(cfg)
+    for p in todo:
+        merge_one(p.file.path, p.fingerprint, p.keys, chunk, overwrite, len(p.file.questions))
+    answered = sum(int(s.get("answered") or 0) for s in shards)
+    invalid = {p.label: sum(not r["valid"] for _, r in iter_jsonl(p.file.path)) for p in todo}
+    log.info("answers: %d answers by %d workers in %.1f s", answered, n, elapsed)
+    return {"invalid": invalid, "answered": answered, "answers_per_s": answered / elapsed, "workers": n}
+
+
+def shard_config(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with ``values`` set (a worker's shard)."""
+    copied = copy.deepcopy(cfg)
+    with open_dict(copied):
+        for key, value in values.items():
+            OmegaConf.update(copied, key, value, force_add=True)
+    return copied
+
+
+def answer_shard(cfg: DictConfig, cultures: list[str] | None = None) -> dict[str, Any]:
+    """A worker's job: the answers stage for its ``answers.shard`` (``cultures``: only those still to do)."""
+    return run_answers(cfg, validate_config(cfg) if cultures is None else cultures)
 
 
 def record_answers(run: StageRun, plan: AnswersPlan, done: Answered) -> None:

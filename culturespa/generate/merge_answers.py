@@ -1,5 +1,6 @@
 """Stage ``merge-answers``: join the finished shards of each answers file (``answering/shards.py``), and the
-pipeline's ``pipeline.answer_shards=n`` that runs the shards one after another and merges them.
+pipeline's ``pipeline.answer_shards=n`` that runs the shards (one after another, or at once on ``engine.devices``
+worker processes: ``answering/workers.py``) and merges them.
 
 The merge checks that every shard is complete, made by the current config and holds exactly its questions, then
 writes ``{name}.jsonl`` and its sidecar as the unsharded run would (so a later ``stage=answers`` without a shard skips
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from culturespa.answering.records import answer_key
 from culturespa.answering.shards import Shard, shard_counts
+from culturespa.answering.workers import Job, run_jobs, worker_devices
 from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 from culturespa.generate import outputs
@@ -69,17 +71,33 @@ def merge_one(
 def fan_out(
     run: Callable[[DictConfig], dict[str, Any]], stage_cfg: Callable[[dict[str, Any]], DictConfig], n: Any
 ) -> dict[str, Any]:
-    """``pipeline.answer_shards=n``: run the answers stage as ``n`` shards one after another, then merge (the same
-    files as one run; on a cluster run the shards as separate jobs with ``answers.shard`` instead). ``stage_cfg``
-    builds the stage config from extra settings."""
+    """``pipeline.answer_shards=n``: run the answers stage as ``n`` shards, then merge (the same files as one run).
+    With ``engine.devices`` > 1 the shards run at once, one worker process per device (``run`` must then be a
+    module-level function); else one after another. ``stage_cfg`` builds the stage config from extra settings."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise CultureSPAError(f"pipeline.answer_shards={n!r} must be a positive integer")
-    if n == 1:
+    if n == 1:  # with engine.devices > 1 the stage splits itself over the devices
         return run(stage_cfg({}))
-    shards = [run(stage_cfg({"answers.shard": Shard(i, n).label})) for i in range(n)]
+    devices = worker_devices(stage_cfg({}))
+    if devices:
+        jobs = [_shard_job(run, stage_cfg, Shard(i, n)) for i in range(n)]
+        shards = run_jobs(jobs, devices)
+    else:
+        shards = [run(stage_cfg({"answers.shard": Shard(i, n).label})) for i in range(n)]
     merged = run(stage_cfg({"stage": "merge-answers"}))
     answered = sum(int(s.get("answered") or 0) for s in shards)
     return merged | {"shards": n, "answered": answered, "invalid": _sum_invalid(shards)}
+
+
+def _shard_job(
+    run: Callable[[DictConfig], dict[str, Any]], stage_cfg: Callable[[dict[str, Any]], DictConfig], shard: Shard
+) -> Job:
+    cfg = stage_cfg({"answers.shard": shard.label, "engine.devices": 1})
+    setting = OmegaConf.select(cfg, "answers.setting", default="answers")
+    log_file = (
+        Path(str(cfg.paths.output_dir)) / "workers" / f"answers-{setting}.shard-{shard.index}-of-{shard.count}.log"
+    )
+    return Job(f"answers shard {shard.label}", run, cfg, log_file)
 
 
 def _sum_invalid(summaries: list[dict[str, Any]]) -> dict[str, int]:

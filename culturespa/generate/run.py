@@ -21,7 +21,7 @@ from culturespa.generate.answers import run_answers
 from culturespa.generate.export import run_export
 from culturespa.generate.filter import FilterStageSettings, run_filter
 from culturespa.generate.pairs import PairsSettings, run_pairs
-from culturespa.generate.questions import run_questions
+from culturespa.generate.question_workers import run_questions_on_devices
 from culturespa.generate.track import tracker
 from culturespa.stages import provenance
 from culturespa.stages.identity import GENERATE_STAGES
@@ -37,7 +37,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     cultures = validate_config(cfg, stage=stage)
     inputs = provenance.check_generate(cfg, stage)
     if stage == "questions":
-        summary = run_questions(cfg)
+        summary = run_questions_on_devices(cfg)  # engine.devices > 1: one worker per device
     elif stage == "filter":
         summary = run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
     elif stage in ("answers", "merge-answers"):
