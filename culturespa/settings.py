@@ -184,6 +184,7 @@ class EngineSettings(GroupSettings):
     prefix_cache: bool = checked(True)
     device: str = checked("auto")
     prepack: bool = checked(True)
+    schedule: str = checked("continuous", OneOf(("continuous", "static")))  # infer/decode.SCHEDULES
 
 
 @dataclass(frozen=True)
