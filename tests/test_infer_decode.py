@@ -126,3 +126,19 @@ def test_choose_draws_from_the_distribution() -> None:
     assert share[0] == 0 and share[1] == pytest.approx(4 / 9, abs=0.03) and share[2] == pytest.approx(2 / 9, abs=0.03)
     with pytest.raises(ValueError, match="one generator per row"):
         sampling.choose(logits[:2], False, 1.0, 1.0, gens[:1])
+
+
+def test_decoding_values_are_checked_by_the_settings_rules() -> None:
+    """One home for decoding checks (settings.py): a Decoding built in code fails as a composed config would."""
+    from culturespa.errors import CultureSPAError
+
+    assert Decoding("logprob", max_new_tokens=0).mode == "logprob"  # scoring generates nothing
+    for bad, key in [
+        (dict(mode="greedy", max_new_tokens=0), "decoding.max_new_tokens"),
+        (dict(mode="sample", temperature=0.0), "decoding.temperature"),
+        (dict(mode="sample", parse="last_integer"), "decoding.parse"),
+        (dict(mode="beam"), "decoding.mode"),
+        (dict(mode="sample", seed_step=0), "decoding.seed_step"),
+    ]:
+        with pytest.raises(CultureSPAError, match=key):
+            Decoding(**bad)  # type: ignore[arg-type]
