@@ -171,7 +171,7 @@ class DecodingSettings(GroupSettings):
     seed_step: int = checked(1)  # evaluation run r samples with seed + r * seed_step (the paper: -1)
     max_new_tokens: int = checked(16, Count(0))
     reject_option_lists: bool = checked(False)
-    parse: str = checked("first_integer")
+    parse: str = checked("first_integer", OneOf(("first_integer", "first_valid")))  # infer/parsing.PARSE_RULES
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,7 @@ class EngineSettings(GroupSettings):
     device: str = checked("auto")
     prepack: bool = checked(True)
     devices: Any = checked(1, Devices())  # worker processes, one per device (answering/workers.py)
+    schedule: str = checked("continuous", OneOf(("continuous", "static")))  # infer/decode.SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -315,12 +316,24 @@ def check_values(cfg: DictConfig | dict[str, Any]) -> list[str]:
             value = _value(cfg, key)
             if rule is not None and value is not None and (problem := rule.problem(key, value)):
                 errors.append(problem)
+    errors += _decoding_problems(cfg)
     gbs, mbs = _value(cfg, "sft.global_batch_size"), _value(cfg, "sft.micro_batch_size")
     if isinstance(gbs, int) and isinstance(mbs, int) and mbs > 0 and gbs % mbs:
         errors.append(f"sft.global_batch_size={gbs} must be a multiple of sft.micro_batch_size={mbs}")
     generated, examples = _value(cfg, "questions.n_generated"), _value(cfg, "questions.n_examples")
     if isinstance(generated, int) and isinstance(examples, int) and generated > examples:
         errors.append(f"questions.n_generated={generated} exceeds questions.n_examples={examples}")
+    return errors
+
+
+def _decoding_problems(cfg: DictConfig | dict[str, Any]) -> list[str]:
+    """Decoding rules that span fields: a non-zero integer seed step; generation needs at least one new token."""
+    errors = []
+    step, mode, new_tokens = (_value(cfg, f"decoding.{k}") for k in ("seed_step", "mode", "max_new_tokens"))
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step == 0):
+        errors.append(f"decoding.seed_step={step!r} must be a non-zero integer")
+    if mode in ("sample", "greedy") and isinstance(new_tokens, int) and new_tokens < 1:
+        errors.append(f"decoding.max_new_tokens={new_tokens!r} must be >= 1 in {mode} mode")
     return errors
 
 

@@ -12,14 +12,16 @@ from culturespa.infer import bench
 def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = bench.main(
         ["--model", "tiny_random", "--questions", "3", "--cultures", "USA", "CHN", "--paper-prompts", "2",
-         "--rounds", "1", "--gen-tokens", "3", "--output-dir", str(tmp_path)]
+         "--rounds", "1", "--gen-tokens", "3", "--long-tokens", "5", "--long-prompts", "4", "--ab-static",
+         "--output-dir", str(tmp_path)]
     )  # fmt: skip
     assert out["prompts"] == 6 and out["paper"]["prompts"] == 2 and len(out["paper"]["rounds_prompts_per_s"]) == 2
     # the shared system/instruction prefix is computed once per culture; padding only adds tokens
     assert out["non_prefix_tokens"] < out["prompt_tokens"] and out["batched_tokens"] >= out["non_prefix_tokens"]
-    for mode in ("sample", "greedy", "logprob", "logprob-bf16"):
+    for mode in ("sample", "greedy", "logprob", "logprob-bf16", "sample@5", "greedy@5", "sample@5-static"):
         entry = out[mode]
-        assert entry["prompts_per_s"] == pytest.approx(6 / entry["seconds"])
+        assert entry["prompts_per_s"] == pytest.approx(entry["prompts"] / entry["seconds"])
+        assert entry["prompts"] == (4 if "@" in mode else 6)
         assert entry["speedup_vs_paper"] == pytest.approx(entry["prompts_per_s"] / out["paper"]["prompts_per_s"])
         assert 0 <= entry["valid"] <= 1
     for mode in ("logprob", "logprob-bf16"):
@@ -27,6 +29,12 @@ def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert out[mode]["floor_s"] > 0 and out[mode]["vs_floor"] == pytest.approx(
             out[mode]["seconds"] / out[mode]["floor_s"]
         )
+    # the paper's decoding on the seeded subset: continuous batching steps no finished row, static batches may
+    for mode in ("sample@5", "greedy@5"):
+        assert out[mode]["finished_row_share"] == 0 and out[mode]["decode_row_steps"] > 0
+        assert out[f"{mode}-static"]["decode_row_steps"] >= out[mode]["decode_row_steps"]
+        assert out[f"{mode}-static"]["schedule"] == "static" and out[mode]["schedule"] == "continuous"
+    assert bench.seeded_subset(list(range(10)), 4) == bench.seeded_subset(list(range(10)), 4) != list(range(4))
     printed = capsys.readouterr().out
     assert "paper loop" in printed and "vs paper loop" in printed and "floor" in printed
     # bf16 speed depends on the CPU: every figure line names the CPU capability it was measured on

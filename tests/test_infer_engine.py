@@ -173,11 +173,11 @@ def test_left_padding_mixed_lengths(engine: tuple[Engine, Any], wvs: WVSData) ->
 def test_batches_bound_padding(engine: tuple[Engine, Any]) -> None:
     """max_padding closes a batch before its pad tokens exceed that share of its real tokens; batch_size caps rows;
     every request lands in exactly one batch; null gives fixed-size batches."""
-    from culturespa.infer.engine import _Item
+    from culturespa.infer.planning import Item
 
     eng, _ = engine
     lengths = [5, 5, 6, 6, 6, 7, 12, 13, 13, 30, 31, 90, 8, 8, 8, 8]
-    items = [_Item(i, Request(str(i), [{"role": "user", "content": "x"}]), "", [1] * n) for i, n in enumerate(lengths)]
+    items = [Item(i, Request(str(i), [{"role": "user", "content": "x"}]), "", [1] * n) for i, n in enumerate(lengths)]
     eng.batch_size, eng.max_padding = 4, 0.1
     batches = list(eng._chunks(items, prefix_len=2, tight=True))
     assert sorted(it.index for b in batches for it in b) == list(range(len(items)))

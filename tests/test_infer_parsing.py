@@ -72,3 +72,14 @@ def test_parse_rule_is_checked() -> None:
 def test_option_lists_are_detected(text: str, numbers: list[int], listed: bool) -> None:
     assert is_option_list(text, numbers) is listed
     assert parse_answer(text, numbers, reject_option_lists=True) == (None if listed else parse_answer(text, numbers))
+
+
+def test_settings_know_the_parse_rules() -> None:
+    """``decoding.parse`` is checked in settings.py (one home for decoding values) against the rules parsing.py has."""
+    import dataclasses
+
+    from culturespa.infer.parsing import PARSE_RULES
+    from culturespa.settings import DecodingSettings, rule_of
+
+    rule = rule_of(next(f for f in dataclasses.fields(DecodingSettings) if f.name == "parse"))
+    assert rule is not None and tuple(rule.choices) == PARSE_RULES  # type: ignore[union-attr]

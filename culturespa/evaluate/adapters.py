@@ -7,11 +7,18 @@
 
 Everything is checked before any model is loaded: the folders exist, every selected culture has its adapter, and each
 adapter was trained on ``cfg.model`` (``culturespa.json`` ``base_model``, else PEFT's ``base_model_name_or_path``).
+
+For answering, an adapter is merged into the base weights when the base is not quantised (:func:`activate`): the
+same function up to float rounding, and plain linear layers run faster than LoRA-wrapped ones (no extra low-rank
+matmuls per layer, and fp32 CPU weights can be prepacked). Over a bitsandbytes 4/8-bit base it stays unmerged:
+merging would round the LoRA update into quantised weights.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,8 @@ from culturespa.prompts.builder import STYLE_FILE, PromptStyle
 from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,3 +148,33 @@ def _check_weights(folder: Path) -> None:
         raise fail(
             file, f"{problem}; train the adapter again (same command resumes) or point eval.adapter at a good copy"
         )
+
+
+def quantised(model: Any) -> bool:
+    """Whether ``model``'s weights are bitsandbytes-quantised (4 or 8 bit)."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def activate(model: Any, base: Any, folder: Path, name: str, shared_base: bool) -> Any:
+    """The model that answers with the adapter in ``folder``. Unquantised base: the adapter merged into the base
+    (into a copy of it when ``shared_base``, i.e. other adapters still need the plain base). Quantised base: a PEFT
+    model over the one base, each adapter loaded once and switched to (``model`` is the current one or ``base``).
+    Says which in one log line."""
+    from peft import PeftModel  # heavy optional dependency, needed only for adapters
+
+    if not quantised(base):
+        target = copy.deepcopy(base) if shared_base else base
+        merged = PeftModel.from_pretrained(target, str(folder), adapter_name=name).merge_and_unload()
+        merged.eval()
+        log.info("adapter %s (%s): merged into the base weights for answering (unquantised base: exact)", name, folder)
+        return merged
+    if model is base:
+        model = PeftModel.from_pretrained(base, str(folder), adapter_name=name)
+    elif name not in model.peft_config:
+        model.load_adapter(str(folder), adapter_name=name)
+    model.set_adapter(name)
+    model.eval()
+    log.info(
+        "adapter %s (%s): unmerged over the quantised base (merging would round it into 4/8-bit weights)", name, folder
+    )
+    return model

@@ -28,7 +28,7 @@ from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import fail
-from culturespa.evaluate.adapters import AdapterPlan
+from culturespa.evaluate.adapters import AdapterPlan, activate, quantised
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
 from culturespa.stages.identity import config_hash
 
@@ -111,10 +111,7 @@ def answer_with_model(
     base, tokenizer = _load_model(cfg)
     model = base
     if plan.kind == "joint":
-        from peft import PeftModel  # heavy optional dependency, needed only for an adapter
-
-        model = PeftModel.from_pretrained(base, str(plan.folder_for(None)), adapter_name="joint")
-        model.eval()
+        model = activate(base, base, Path(str(plan.folder_for(None))), "joint", shared_base=False)
 
     shared_style = _shared_style(cfg, plan)
     if shared_style is not None:
@@ -125,7 +122,9 @@ def answer_with_model(
     answers: dict[str | None, list[AnswerRecord]] = {}
     for culture in cultures:
         if plan.kind == "specific":
-            model = _activate(model, base, plan, culture)
+            if not quantised(base):
+                model = None  # the previous culture's merged copy (also held by its engine) is not needed now
+            model = activate(model, base, Path(str(plan.folder_for(culture))), culture, shared_base=True)
         style = style_for(cfg, plan.style_for(culture))
         engine = Engine.from_config(cfg, model=model, tokenizer=tokenizer)
         own = file(path=_path(folder, cfg, culture, shard), culture=culture, messages=_asker(wvs, style, culture))
@@ -206,17 +205,3 @@ def answer_shard(
 def _asker(wvs: WVSData, style: Any, culture: str | None) -> Messages:
     """The messages that ask one WVS question in the evaluation prompt ``style`` for ``culture``."""
     return lambda question: answer_messages(wvs, style, question, culture)
-
-
-def _activate(model: Any, base: Any, plan: AdapterPlan, culture: str) -> Any:
-    """Load (once) and switch to the culture's own adapter; every specific adapter shares one copy of the base."""
-    from peft import PeftModel  # heavy optional dependency, needed only for adapters
-
-    folder = str(plan.folder_for(culture))
-    if model is base:
-        model = PeftModel.from_pretrained(base, folder, adapter_name=culture)
-    elif culture not in model.peft_config:
-        model.load_adapter(folder, adapter_name=culture)
-    model.set_adapter(culture)
-    model.eval()
-    return model

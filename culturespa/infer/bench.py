@@ -10,12 +10,19 @@ runs hundreds to thousands of prompts per culture; a few dozen would mostly time
 process and dtype, right before the logprob run — so a busy machine slows floor and engine alike. Both are also
 given by process CPU time, which a machine shared with other jobs inflates far less than wall time.
 
-Run: ``python -m culturespa.infer.bench [--questions 259] [--cultures USA CHN] [--paper-prompts 8] [--threads N]``.
+The paper's own decoding (sampling, up to 256 new tokens) is timed twice more on a seeded subset of the prompt set
+(``--long-prompts``; 0 = all): with the engine's continuous batching, and, with ``--ab-static``, with the static
+batches it replaced, in the same process (so the ratio holds on a busy machine), each with the share of decode
+row-steps spent on rows whose reply had already ended. The paper loop's rate per prompt is what the ratios compare.
+
+Run: ``python -m culturespa.infer.bench [--questions 259] [--cultures USA CHN] [--paper-prompts 8] [--long-prompts 96]
+[--ab-static] [--threads N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -114,16 +121,29 @@ def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, floa
     return (time.perf_counter() - start) / n, valid / n, new_tokens / n
 
 
-def run_engine(engine: Any, requests: Sequence[Any], decoding: Any, rounds: int = 2) -> tuple[float, float, float]:
+def run_engine(engine: Any, requests: Sequence[Any], decoding: Any, rounds: int = 2) -> dict[str, Any]:
     """Wall seconds and process CPU seconds for all requests (best of ``rounds``: the first also pays one-off kernel
-    set-up for each new batch shape, which a long run amortises), and the valid-answer rate."""
+    set-up for each new batch shape, which a long run amortises), the valid-answer rate, and the share of decode
+    row-steps spent on finished rows (over all rounds)."""
     best = (float("inf"), float("inf"))
+    rows, live = engine.stats.row_steps, engine.stats.live_row_steps
     for _ in range(rounds):
         start, cpu = time.perf_counter(), time.process_time()
         results = [r for batch in engine.answer(requests, decoding, seed=0) for r in batch]
         best = min(best, (time.perf_counter() - start, time.process_time() - cpu))
     assert len(results) == len(requests)
-    return best[0], best[1], sum(r.valid for r in results) / len(results)
+    rows, live = engine.stats.row_steps - rows, engine.stats.live_row_steps - live
+    return {
+        "prompts_per_s": len(requests) / best[0],
+        "seconds": best[0],
+        "cpu_seconds": best[1],
+        "valid": sum(r.valid for r in results) / len(results),
+        "rounds": rounds,
+        "prompts": len(requests),
+        "decode_row_steps": rows,
+        "finished_row_share": 1 - live / rows if rows else 0.0,
+        "mean_reply_chars": sum(len(r.text) for r in results) / len(results),
+    }
 
 
 def token_counts(engine: Any, requests: Sequence[Any]) -> tuple[int, int, int, int]:
@@ -142,8 +162,8 @@ def token_counts(engine: Any, requests: Sequence[Any]) -> tuple[int, int, int, i
     return total, total - shared, run, len(batches)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="culturespa.infer.bench", description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="culturespa.infer.bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model preset")
     parser.add_argument("--questions", type=int, default=259, help="WVS questions, spread over all topics")
     parser.add_argument("--cultures", nargs="+", default=["USA", "CHN"])
@@ -151,106 +171,164 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=2, help="logprob rounds (best counts)")
     parser.add_argument("--gen-rounds", type=int, default=1, help="sample/greedy rounds (best counts)")
     parser.add_argument("--gen-tokens", type=int, default=16, help="sample/greedy max new tokens")
+    parser.add_argument("--long-tokens", type=int, default=PAPER["max_new_tokens"], help="paper-decoding rows' max")
+    parser.add_argument("--long-prompts", type=int, default=96, help="seeded subset for them (0 = every prompt)")
+    parser.add_argument("--ab-static", action="store_true", help="also time them with static batches (before)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--max-padding", type=float, default=0.1, help="engine.max_padding (negative = fixed-size batches)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--output-dir", default="/tmp/culturespa-bench")
-    args = parser.parse_args(list(argv) if argv is not None else [])
+    return parser.parse_args(list(argv) if argv is not None else [])
 
+
+def seeded_subset(requests: Sequence[Any], n: int, seed: int = 0) -> list[Any]:
+    """``n`` requests drawn with a fixed seed, in their original order (all of them when ``n`` is 0 or too big)."""
+    if n <= 0 or n >= len(requests):
+        return list(requests)
+    chosen = sorted(random.Random(seed).sample(range(len(requests)), n))
+    return [requests[i] for i in chosen]
+
+
+def setup(args: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The fp32 engine with the bench's batching, the prompt set and the figures that describe it."""
     from culturespa.config import compose
-    from culturespa.infer.engine import Decoding, Engine
+    from culturespa.infer.engine import Engine
+    from culturespa.models.dtype import cpu_capability
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from culturespa.models.dtype import cpu_capability
-
-    cap = f"[CPU {cpu_capability()}]"  # printed beside every figure: bf16 speed depends on it
     overrides = [f"model={args.model}", "model.dtype=float32", "logger=none"]  # fp32 baseline; bf16 below
     cfg = compose("generate", overrides, output_dir=args.output_dir)
     engine = Engine.from_config(cfg)
     engine.batch_size = args.batch_size
     engine.max_padding = None if args.max_padding < 0 else args.max_padding
-    model = base_model = engine.model
-    params = sum(p.numel() for p in model.parameters())
     requests = build_prompts(cfg, args.questions, args.cultures)
-    paper_requests = list(requests[:: max(1, len(requests) // args.paper_prompts)][: args.paper_prompts])
     total_tokens, own_tokens, run_tokens, n_batches = token_counts(engine, requests)
     out: dict[str, Any] = {
         "model": args.model,
         "cpu": cpu_capability(),
         "prompts": len(requests),
-        "params": params,
+        "params": sum(p.numel() for p in engine.model.parameters()),
         "threads": torch.get_num_threads(),
         "prompt_tokens": total_tokens,
         "non_prefix_tokens": own_tokens,
         "batched_tokens": run_tokens,
+        "logprob_batches": n_batches,
     }
+    return engine, requests, out
+
+
+def print_header(args: argparse.Namespace, engine: Any, out: dict[str, Any], cap: str) -> None:
     print(
-        f"infer bench: {args.model} ({params / 1e6:.1f} M params, {model.dtype}), {len(requests)} prompts "
-        f"({len(requests) // len(args.cultures)} WVS questions x {len(args.cultures)} cultures, aware prompts), "
-        f"{torch.get_num_threads()} torch threads, batch {args.batch_size}, max padding {engine.max_padding}, "
+        f"infer bench: {args.model} ({out['params'] / 1e6:.1f} M params, {engine.model.dtype}), {out['prompts']} "
+        f"prompts ({out['prompts'] // len(args.cultures)} WVS questions x {len(args.cultures)} cultures, aware "
+        f"prompts), {out['threads']} torch threads, batch {args.batch_size}, max padding {engine.max_padding}, "
         f"prepack {engine.prepack}, {cap}"
     )
     print(
-        f"  prompt tokens: {total_tokens} in all, {own_tokens} outside shared prefixes, {run_tokens} run in "
-        f"{n_batches} logprob batches "
-        f"({run_tokens / own_tokens - 1:.0%} padding)"
+        f"  prompt tokens: {out['prompt_tokens']} in all, {out['non_prefix_tokens']} outside shared prefixes, "
+        f"{out['batched_tokens']} run in {out['logprob_batches']} logprob batches "
+        f"({out['batched_tokens'] / out['non_prefix_tokens'] - 1:.0%} padding)"
     )
 
-    paper_rounds = [paper_loop(engine, paper_requests)]
-    print(f"  paper loop   : {1 / paper_rounds[0][0]:8.2f} prompts/s  (round 1)  {cap}", flush=True)
 
-    shapes = layer_shapes(model.config)
-    rows = min(4096, args.batch_size * max(1, own_tokens // max(1, len(requests))))
-    modes = [
-        ("sample", Decoding("sample", 0.6, 0.9, args.gen_tokens), model.dtype, args.gen_rounds),
-        ("greedy", Decoding("greedy", max_new_tokens=args.gen_tokens), model.dtype, args.gen_rounds),
-        ("logprob", Decoding("logprob"), model.dtype, args.rounds),
-        ("logprob-bf16", Decoding("logprob"), torch.bfloat16, args.rounds),
+def modes(args: argparse.Namespace, n_long: int) -> list[tuple[str, Any, torch.dtype, int, str, bool]]:
+    """(row name, decoding, model dtype, rounds, engine.schedule, on the long subset) of every engine row."""
+    from culturespa.infer.engine import Decoding
+
+    paper, long = (PAPER["temperature"], PAPER["top_p"]), args.long_tokens
+    rows = [
+        ("sample", Decoding("sample", *paper, args.gen_tokens), torch.float32, args.gen_rounds, "continuous", False),
+        ("greedy", Decoding("greedy", max_new_tokens=args.gen_tokens), torch.float32, args.gen_rounds, "continuous",
+         False),
+        (f"sample@{long}", Decoding("sample", *paper, long), torch.float32, 1, "continuous", True),
+        (f"greedy@{long}", Decoding("greedy", max_new_tokens=long), torch.float32, 1, "continuous", True),
+    ]  # fmt: skip
+    if args.ab_static:
+        rows += [(f"{name}-static", dec, dt, r, "static", True) for name, dec, dt, r, _, on_long in rows[2:4]]
+    logprob = Decoding("logprob")
+    rows += [
+        ("logprob", logprob, torch.float32, args.rounds, "continuous", False),
+        ("logprob-bf16", logprob, torch.bfloat16, args.rounds, "continuous", False),
     ]
-    lines: dict[str, str] = {}
-    for name, decoding, dtype, rounds in modes:
+    if n_long == 0:
+        rows = [row for row in rows if not row[5]]
+    return rows
+
+
+def floor_figures(
+    entry: dict[str, Any], params: int, own_tokens: int, flops: float, cpu_flops: float, dtype: torch.dtype, cap: str
+) -> str:
+    """Add the logprob compute floor to ``entry``; the line that prints it."""
+    seconds, threads = entry["seconds"], torch.get_num_threads()
+    floor = 2 * params * own_tokens / flops
+    cpu_floor = 2 * params * own_tokens / cpu_flops  # in wall seconds of an unshared machine
+    entry.update(
+        {
+            "matmul_gflops": flops / 1e9,
+            "floor_s": floor,
+            "vs_floor": seconds / floor,
+            "matmul_gflops_cpu_time": cpu_flops / 1e9,
+            "vs_floor_cpu_time": entry["cpu_seconds"] / threads / cpu_floor,
+        }
+    )
+    return (
+        f"\n  {'':13s}  floor {floor:.1f} s at {flops / 1e9:.0f} GFLOP/s {str(dtype)[6:]} matmul"
+        f" -> wall {seconds / floor:.2f}x floor;"
+        f" by CPU time: floor {cpu_floor:.1f} s at {cpu_flops / 1e9:.0f} GFLOP/s"
+        f" -> {entry['vs_floor_cpu_time']:.2f}x floor  {cap}"
+    )
+
+
+def engine_rows(args: argparse.Namespace, engine: Any, requests: list[Any], out: dict[str, Any], cap: str) -> list[str]:
+    """Time every engine row (printing each as it comes); returns the row names."""
+    from culturespa.config import compose
+    from culturespa.infer.engine import Engine
+
+    base_model, model = engine.model, engine.model
+    long_requests = seeded_subset(requests, args.long_prompts)
+    shapes = layer_shapes(model.config)
+    rows = min(4096, args.batch_size * max(1, out["non_prefix_tokens"] // max(1, len(requests))))
+    names = []
+    for name, decoding, dtype, rounds, schedule, on_long in modes(args, len(long_requests)):
         if model.dtype != dtype:  # load it in that dtype, as a user's `model.dtype=bfloat16` does
-            other = compose("generate", [*overrides, f"model.dtype={str(dtype)[6:]}"], output_dir=args.output_dir)
+            other = compose("generate", [f"model={args.model}", f"model.dtype={str(dtype)[6:]}", "logger=none"],
+                            output_dir=args.output_dir)  # fmt: skip
             model = Engine.from_config(other, tokenizer=engine.tokenizer).model
             engine.model = model
         if name.startswith("logprob"):
             flops, cpu_flops = matmul_flops(dtype, rows, shapes)
-        seconds, cpu_seconds, valid = run_engine(engine, requests, decoding, rounds)
-        entry: dict[str, Any] = {
-            "prompts_per_s": len(requests) / seconds,
-            "seconds": seconds,
-            "cpu_seconds": cpu_seconds,
-            "valid": valid,
-            "rounds": rounds,
-        }
-        lines[name] = f"(wall {seconds:.1f} s, cpu {cpu_seconds:.1f} s, best of {rounds})  {cap}"
+        engine.schedule = schedule
+        entry = run_engine(engine, long_requests if on_long else requests, decoding, rounds)
+        entry["schedule"] = schedule
+        line = f"(wall {entry['seconds']:.1f} s, cpu {entry['cpu_seconds']:.1f} s, best of {rounds})  {cap}"
+        if decoding.mode != "logprob":
+            line = (
+                f"{entry['prompts']} prompts, {schedule}, {entry['finished_row_share']:.1%} of "
+                f"{entry['decode_row_steps']} decode row-steps on finished rows " + line
+            )
         if name.startswith("logprob"):
-            threads = torch.get_num_threads()
-            floor = 2 * params * own_tokens / flops
-            cpu_floor = 2 * params * own_tokens / cpu_flops  # in wall seconds of an unshared machine
-            entry.update(
-                {
-                    "matmul_gflops": flops / 1e9,
-                    "floor_s": floor,
-                    "vs_floor": seconds / floor,
-                    "matmul_gflops_cpu_time": cpu_flops / 1e9,
-                    "vs_floor_cpu_time": cpu_seconds / threads / cpu_floor,
-                }
-            )
-            lines[name] += (
-                f"\n  {'':13s}  floor {floor:.1f} s at {flops / 1e9:.0f} GFLOP/s {str(dtype)[6:]} matmul"
-                f" -> wall {seconds / floor:.2f}x floor;"
-                f" by CPU time: floor {cpu_floor:.1f} s at {cpu_flops / 1e9:.0f} GFLOP/s"
-                f" -> {cpu_seconds / threads / cpu_floor:.2f}x floor  {cap}"
-            )
+            line += floor_figures(entry, out["params"], out["non_prefix_tokens"], flops, cpu_flops, dtype, cap)
         out[name] = entry
-        print(f"  {name:13s}: {entry['prompts_per_s']:8.2f} prompts/s  valid {valid:6.1%}  {lines[name]}", flush=True)
+        names.append(name)
+        print(f"  {name:13s}: {entry['prompts_per_s']:8.2f} prompts/s  valid {entry['valid']:6.1%}  {line}", flush=True)
+    engine.model, engine.schedule = base_model, "continuous"
+    return names
 
-    engine.model = base_model  # the paper loop again, on the model it ran on before
-    paper_rounds.append(paper_loop(engine, paper_requests))
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    engine, requests, out = setup(args)
+    cap = f"[CPU {out['cpu']}]"  # printed beside every figure: bf16 speed depends on it
+    print_header(args, engine, out, cap)
+    paper_requests = seeded_subset(requests, args.paper_prompts)
+    label = f"seeded subset of {len(paper_requests)} of {len(requests)} prompts"
+    paper_rounds = [paper_loop(engine, paper_requests)]
+    print(f"  paper loop   : {1 / paper_rounds[0][0]:8.2f} prompts/s  (round 1, {label})  {cap}", flush=True)
+    names = engine_rows(args, engine, requests, out, cap)
+    paper_rounds.append(paper_loop(engine, paper_requests))  # again, on the fp32 model it ran on before
     paper_s, paper_valid, paper_new = min(paper_rounds)
     out["paper"] = {
         "prompts_per_s": 1 / paper_s,
@@ -258,13 +336,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "valid": paper_valid,
         "mean_new_tokens": paper_new,
         "prompts": len(paper_requests),
+        "subset": label,
     }
     print(
         f"  paper loop   : {1 / paper_s:8.2f} prompts/s  valid {paper_valid:6.1%}  "
-        f"(best of rounds {', '.join(f'{1 / r[0]:.2f}' for r in paper_rounds)}; {len(paper_requests)} prompts, "
-        f"{paper_new:.0f} new tokens each on average)  {cap}"
+        f"(best of rounds {', '.join(f'{1 / r[0]:.2f}' for r in paper_rounds)}; {label}, "
+        f"{paper_new:.0f} new tokens each on average; its rate per prompt is compared)  {cap}"
     )
-    for name, *_ in modes:
+    for name in names:
         out[name]["speedup_vs_paper"] = out[name]["prompts_per_s"] * paper_s
         print(f"  {name:13s}: x{out[name]['speedup_vs_paper']:6.1f} vs paper loop  {cap}")
     return out
