@@ -22,12 +22,12 @@ from culturespa.config import compose
 from culturespa.data.cultures import PAPER_CULTURES, get_culture
 from culturespa.data.survey import WVSData, default_data_dir
 from culturespa.evaluate.prompting import answer_messages, style_for
-from culturespa.generate.filter import filter_questions, normalise, paper_seed_texts
-from culturespa.generate.paper_filter import paper_filter, table
-from culturespa.generate.pool import load_questions
 from culturespa.infer.engine import Decoding
 from culturespa.infer.parsing import parse_answer
 from culturespa.prompts.builder import PromptBuilder
+from culturespa.questions.filter import filter_questions, normalise, paper_seed_texts
+from culturespa.questions.paper_filter import paper_filter, table
+from culturespa.questions.pool import load_questions
 from culturespa.train.run import training_style
 
 POOL = "generated-questions-llama3-8b-instruct"

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from culturespa.answers.merge import fan_out
 from culturespa.config import CONFIG_DIR, check_override_keys, validate_config
 from culturespa.data.jsonl import write_json
 from culturespa.data.survey import WVSData
@@ -38,9 +39,8 @@ from culturespa.evaluate.comparison import ADDED_KEYS, attach_comparison, log_un
 from culturespa.evaluate.references import averages
 from culturespa.evaluate.run import evaluate
 from culturespa.evaluate.uncertainty import BootstrapSettings
-from culturespa.generate.merge_answers import fan_out
-from culturespa.generate.pool import files_digest, pipeline_pool
 from culturespa.generate.run import generate, nothing_made
+from culturespa.questions.pool import files_digest, pipeline_pool
 from culturespa.stages import lineage
 from culturespa.stages.identity import (
     PIPELINE_STAGES,

@@ -74,7 +74,7 @@ class Positive:
 @dataclass(frozen=True)
 class Devices:
     """``engine.devices``: auto, a positive integer or a non-empty list of cpu / cuda / cuda:N (whether those CUDA
-    devices exist is checked when the workers start: ``answering/workers.py``)."""
+    devices exist is checked when the workers start: ``infer/workers.py``)."""
 
     def problem(self, key: str, value: Any) -> str | None:
         hint = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
@@ -179,7 +179,7 @@ class DataSettings(GroupSettings):
     group: ClassVar[str] = "data"
     criterion: str = checked("answer", OneOf(("answer", "majority", "distribution", "none")))
     js_threshold: float = checked(0.1, Between(0.0, 1.0, low_inclusive=True))
-    samples: int = checked(1)  # checked with the criterion (culturespa.generate.criteria.config_errors)
+    samples: int = checked(1)  # checked with the criterion (culturespa.pairs.criteria.config_errors)
     noise_replicates: int = checked(1)
     alpha: float = checked(0.05, Between(0.0, 1.0))
     null_quantile: float = checked(0.95, Between(0.0, 1.0))
@@ -202,7 +202,7 @@ class EngineSettings(GroupSettings):
     prefix_cache: bool = checked(True)
     device: str = checked("auto")
     prepack: bool = checked(True)
-    devices: Any = checked(1, Devices())  # worker processes, one per device (answering/workers.py)
+    devices: Any = checked(1, Devices())  # worker processes, one per device (infer/workers.py)
     schedule: str = checked("continuous", OneOf(("continuous", "static")))  # infer/decode.SCHEDULES
 
 
@@ -234,7 +234,7 @@ class FilterSettings(GroupSettings):
     limit_per_topic: int | None = checked(None, Count())  # null = all
     seed: int = checked(0)
     non_substantive: str = checked("drop", OneOf(("drop", "strip")))
-    scale_note: str | None = checked()  # null: the WVS phrasing (culturespa.generate.paper_filter.DEFAULT_SCALE_NOTE)
+    scale_note: str | None = checked()  # null: the WVS phrasing (culturespa.questions.paper_filter.DEFAULT_SCALE_NOTE)
 
 
 @dataclass(frozen=True)

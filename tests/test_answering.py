@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.answering.loop import AnswerFile, fill
-from culturespa.answering.records import answer_key, answer_record
-from culturespa.answering.shards import Shard
+from culturespa.answers.loop import AnswerFile, fill
+from culturespa.answers.records import answer_key, answer_record
+from culturespa.answers.shards import Shard
 from culturespa.data.questions import Question
 from culturespa.infer.engine import Decoding, Result
 

@@ -225,8 +225,8 @@ def test_epoch_bar_totals_when_max_steps_ends_in_the_second_epoch(make_cfg, tmp_
 def test_question_bar_counts_replies_with_a_total_that_holds(make_cfg, monkeypatch, capsys) -> None:  # noqa: ANN001
     import re
 
-    import culturespa.generate.questions as questions
-    from culturespa.generate.json_extract import Extracted
+    import culturespa.questions.generate as questions
+    from culturespa.questions.json_extract import Extracted
 
     real = questions.extract_question
     calls = {"n": 0}

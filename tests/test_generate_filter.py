@@ -12,12 +12,12 @@ import pytest
 
 from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError
-from culturespa.generate.filter import filter_questions, normalise
-from culturespa.generate.json_extract import Extracted, extract_question
-from culturespa.generate.near_dup import near_duplicates, rouge_l, tokenize
-from culturespa.generate.options import explains_scale, format_question, parse_option
-from culturespa.generate.pool import load_questions
 from culturespa.generate.run import generate
+from culturespa.questions.filter import filter_questions, normalise
+from culturespa.questions.json_extract import Extracted, extract_question
+from culturespa.questions.near_dup import near_duplicates, rouge_l, tokenize
+from culturespa.questions.options import explains_scale, format_question, parse_option
+from culturespa.questions.pool import load_questions
 from culturespa.stages.lineage import report_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from culturespa.errors import CultureSPAError
-from culturespa.generate.pair_rule import js_distance
 from culturespa.generate.run import generate
+from culturespa.pairs.rule import js_distance
 
 
 def _question(q_id: str, topic: str) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.answering.chunks import resume_chunks
-from culturespa.answering.shards import Shard
+from culturespa.answers.chunks import resume_chunks
+from culturespa.answers.shards import Shard
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.infer import bench
+from culturespa.bench import inference as bench
 
 
 def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

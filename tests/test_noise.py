@@ -11,12 +11,13 @@ import pytest
 from scipy.stats import fisher_exact
 from test_generate_pairs import _question  # the same hand-made question records
 
+from culturespa.answers.stage import sample_runs
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
-from culturespa.generate import criteria, noise
-from culturespa.generate.pair_rule import Rule, null_rates
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine
+from culturespa.pairs import criteria
+from culturespa.pairs.rule import Rule, null_rates
 from culturespa.stages.checks import smallest_p
 from culturespa.stages.identity import stage_hash
 
@@ -226,11 +227,11 @@ def test_sample_runs_and_pipeline_hashes(make_cfg) -> None:
     base = ["experiment=smoke", "model=tiny_random"]
     sampled = make_cfg("pipeline", [*base, "decoding=sample"])
     more = make_cfg("pipeline", [*base, "decoding=sample", "data.samples=5", "data.noise_replicates=2"])
-    assert noise.sample_runs(sampled, "unaware") == 2 and noise.sample_runs(sampled, "aware") == 1
-    assert noise.sample_runs(more, "unaware") == 15 and noise.sample_runs(more, "cct") == 5
+    assert sample_runs(sampled, "unaware") == 2 and sample_runs(sampled, "aware") == 1
+    assert sample_runs(more, "unaware") == 15 and sample_runs(more, "cct") == 5
     assert stage_hash(sampled, "answers", ["f"]) != stage_hash(more, "answers", ["f"])
     logprob = [make_cfg("pipeline", [*base, "decoding=logprob", f"data.samples={k}"]) for k in (1, 5)]
-    assert noise.sample_runs(logprob[1], "unaware") == 1
+    assert sample_runs(logprob[1], "unaware") == 1
     assert stage_hash(logprob[0], "answers", ["f"]) == stage_hash(logprob[1], "answers", ["f"])
     assert stage_hash(logprob[0], "pairs", ["a"]) != stage_hash(logprob[1], "pairs", ["a"])
     alpha = make_cfg("pipeline", [*base, "decoding=sample", "data.alpha=0.01"])
@@ -242,7 +243,7 @@ def test_small_cpu_measurement_shares_answers_between_criteria(make_cfg) -> None
     runs = [make_cfg("pipeline", ["experiment=small_cpu", "data.samples=5", f"data.criterion={c}"]) for c in CRIT]
     for cfg in runs:
         validate_config(cfg)
-        assert noise.sample_runs(cfg, "unaware") == 10 and noise.sample_runs(cfg, "aware") == 5
+        assert sample_runs(cfg, "unaware") == 10 and sample_runs(cfg, "aware") == 5
     assert stage_hash(runs[0], "answers", ["f"]) == stage_hash(runs[1], "answers", ["f"])
     assert stage_hash(runs[0], "pairs", ["a"]) != stage_hash(runs[1], "pairs", ["a"])
 

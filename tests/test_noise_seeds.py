@@ -13,8 +13,8 @@ from test_noise import FLOOR_ROWS, _cfg, _write
 
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.seeds import main as seeds_main
-from culturespa.generate import noise_seeds
 from culturespa.generate.run import generate
+from culturespa.pairs import noise_seeds
 
 # A second seed on the same questions: USA now answers like the first unaware sample everywhere but q2.
 SEED2_ROWS = [

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from culturespa.data.questions import Question
-from culturespa.generate.filter import paper_seed_texts
-from culturespa.generate.near_dup import near_duplicates
-from culturespa.generate.paper_filter import STEPS, clean_label, first_option, numbered_kind, paper_filter
-from culturespa.generate.pool import load_questions
 from culturespa.generate.run import generate
+from culturespa.questions.filter import paper_seed_texts
+from culturespa.questions.near_dup import near_duplicates
+from culturespa.questions.paper_filter import STEPS, clean_label, first_option, numbered_kind, paper_filter
+from culturespa.questions.pool import load_questions
 from culturespa.stages.lineage import report_path
 
 REPO = Path(__file__).resolve().parents[1]

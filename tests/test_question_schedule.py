@@ -13,12 +13,12 @@ import pytest
 
 from culturespa.data.survey import WVSData
 from culturespa.data.topics import TOPIC_NAMES
-from culturespa.generate import outputs
-from culturespa.generate.json_extract import Extracted, strict_question
-from culturespa.generate.question_settings import fingerprint
-from culturespa.generate.questions import pick_examples
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine, Result
+from culturespa.questions.generate import pick_examples
+from culturespa.questions.json_extract import Extracted, strict_question
+from culturespa.questions.settings import fingerprint
+from culturespa.stages import outputs
 
 ARGS = ["stage=questions", "questions.topics=[0,4]", "questions.per_topic=5", "questions.max_retries=2", "logger=csv"]
 
@@ -152,7 +152,7 @@ def test_files_from_before_the_new_settings_still_resume(make_cfg) -> None:  # n
 )
 def test_bad_schedule_settings_are_one_line_errors(make_cfg, override: str, message: str) -> None:  # noqa: ANN001
     from culturespa.errors import CultureSPAError
-    from culturespa.generate.question_settings import Settings
+    from culturespa.questions.settings import Settings
 
     with pytest.raises(CultureSPAError) as err:
         Settings.from_config(make_cfg("generate", [*ARGS, override]))

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.generate import questions as stage
-from culturespa.generate.json_extract import Extracted
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine
+from culturespa.questions import generate as stage
+from culturespa.questions.json_extract import Extracted
 
 ARGS = [
     "stage=questions",

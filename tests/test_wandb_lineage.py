@@ -256,7 +256,7 @@ def test_specific_adapters_link_one_by_one(tmp_path: Path) -> None:
 
 
 def test_the_two_filter_runs_of_a_pipeline_have_different_names(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
-    from culturespa.generate.track import _label
+    from culturespa.stages.tracking import _label
     from culturespa.utils.tracking import wandb_settings
 
     generated = tmp_path / "generated.jsonl"

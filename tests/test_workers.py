@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.answering.workers import parse_devices
+from culturespa.answers.merge import fan_out
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.run import evaluate
-from culturespa.generate.merge_answers import fan_out
 from culturespa.generate.run import generate
+from culturespa.infer.workers import parse_devices
 from culturespa.settings import check_values
 
 REPO = Path(__file__).resolve().parents[1]

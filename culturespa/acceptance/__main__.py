@@ -22,9 +22,11 @@ from culturespa.acceptance.estimate import paper_hours
 from culturespa.acceptance.evaluation import evaluation_step
 from culturespa.acceptance.fsdp import fsdp_step
 from culturespa.acceptance.models import Setup, build_and_save, embedded_tokenizer
-from culturespa.acceptance.record import Run, StepResult, write_report
+from culturespa.acceptance.record import Run, Skip, StepResult, write_report
 from culturespa.acceptance.training import sft_step
+from culturespa.data.survey import default_data_dir
 from culturespa.models.dtype import cpu_capability
+from culturespa.models.loader import default_cache_dir
 
 # expected seconds per step on one H100/H200 (8B shape), and on 2 CPU cores for --dry (tiny model)
 GPU_BUDGET = {"m0": 60, "a1": 15, "a2": 90, "b1": 60, "b2": 80, "c1": 80, "d1": 60, "e1": 1}
@@ -44,8 +46,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def make_setup(args: argparse.Namespace) -> Setup:
-    from culturespa.data.survey import default_data_dir
-    from culturespa.models.loader import default_cache_dir
 
     cuda = torch.cuda.is_available() and not args.dry
     if not cuda and not args.dry:
@@ -124,7 +124,6 @@ def run_all(setup: Setup, total_s: float) -> Run:
 def estimate_step(answer: StepResult | None, row: StepResult) -> None:
     """Hours of the paper's inference at the measured engine rates (an upper bound: random weights never stop, so
     every reply runs the full 256 tokens)."""
-    from culturespa.acceptance.record import Skip
 
     rate = (answer.figures.get("engine_sample_prompts_per_s") if answer else None) or 0.0
     if rate <= 0:

@@ -17,8 +17,8 @@ import torch
 
 from culturespa.acceptance.models import DRY_SHAPE, Setup, random_llama
 from culturespa.acceptance.record import StepResult
+from culturespa.bench.inference import build_prompts
 from culturespa.config import compose
-from culturespa.infer.bench import build_prompts
 from culturespa.infer.engine import Decoding, Engine, Request
 
 PAPER_DECODING = {"temperature": 0.6, "top_p": 0.9, "top_k": 50}

@@ -1,6 +1,6 @@
 """Step (d): evaluation of the QLoRA adapter on the run's device, with the project's evaluation pieces: the adapter
 resolved and checked (``evaluate.adapters``), its saved prompt style, WVS questions asked per ``evaluate.prompting``,
-answered by the engine in log-prob mode, recorded and scored (``evaluate.scoring``). The 4-bit base is placed the
+answered by the engine in log-prob mode, recorded and scored (``evaluate.alignment_score``). The 4-bit base is placed the
 way training places it (this rank's GPU); the reloaded adapter's logits are compared with the trained model's.
 """
 
@@ -13,11 +13,11 @@ import torch
 from culturespa.acceptance.models import Setup
 from culturespa.acceptance.record import Skip, StepResult
 from culturespa.acceptance.training import PROBE_IDS
-from culturespa.answering.records import answer_record
+from culturespa.answers.records import answer_record
 from culturespa.data.survey import WVSData
 from culturespa.evaluate.adapters import resolve_adapters
+from culturespa.evaluate.alignment_score import score_all
 from culturespa.evaluate.prompting import answer_messages, style_for
-from culturespa.evaluate.scoring import score_all
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
 from culturespa.train.peft_model import device_map_for

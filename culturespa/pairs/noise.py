@@ -27,23 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from culturespa.generate.criteria import Counts
+from culturespa.pairs.criteria import Counts
 
 DETERMINISTIC = "none (deterministic decoding)"
-
-
-def sample_runs(cfg: DictConfig, setting: str) -> int:
-    """How many samples (runs 0..n-1) the answers stage writes per question for ``setting``.
-
-    1 with greedy/logprob decoding (samples would be identical); else k for aware/cct and k x (1 + R) for unaware.
-    """
-    if str(OmegaConf.select(cfg, "decoding.mode", default="greedy")) != "sample":
-        return 1
-    k = int(OmegaConf.select(cfg, "data.samples", default=1) or 1)
-    replicates = int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0)
-    return k * (1 + replicates) if setting == "unaware" else k
 
 
 @dataclass

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
-from culturespa.generate import outputs
 from culturespa.settings import QuestionsSettings, check_group
+from culturespa.stages import outputs
 
 # Settings added after files were written: at these values a run behaves as before they existed, so they are left out
 # of the fingerprint, and a run started before them resumes (a finished file is skipped) when given these values and

@@ -1,18 +1,18 @@
 """Stage ``answers`` (step 2): answer a question file culture-unaware, culture-aware or with cross-culture thinking.
 
 One output per (setting, culture): ``unaware.jsonl``, ``aware_{CODE}.jsonl``, ``cct_{CODE}.jsonl`` in
-``answers.output_dir``, each holding one answer record (``answering/records.py``) per question in question order.
+``answers.output_dir``, each holding one answer record (``answers/records.py``) per question in question order.
 The model is loaded once per call and reused across cultures. Each file is filled by the shared answer loop
-(``answering/loop.py``): it resumes from its part file in fixed chunks of ``answers.resume_chunk`` questions, so with
+(``answers/loop.py``): it resumes from its part file in fixed chunks of ``answers.resume_chunk`` questions, so with
 greedy or logprob decoding a resumed file is bitwise identical to an uninterrupted one. A finished file whose
 fingerprint (model, decoding, templates, setting, culture, CCT cultures, seed) matches and that holds every question
 is skipped; answers already in a finished file for unchanged questions are reused when the question set grows.
 The stage plans (settings, questions, each file's action; no model loaded), runs the loop on what is left, then
-records samples and figures in W&B; ``answers.shard=i/n`` and ``stage=merge-answers``: ``answering/shards.py``.
-``engine.devices=N`` (``answering/workers.py``): the files still to do are answered as N shards by N worker processes
+records samples and figures in W&B; ``answers.shard=i/n`` and ``stage=merge-answers``: ``answers/shards.py``.
+``engine.devices=N`` (``infer/workers.py``): the files still to do are answered as N shards by N worker processes
 at once, one per device, then merged (byte for byte the one-process files with greedy or logprob decoding).
 
-With ``decoding=sample`` a question is answered several times (``culturespa.generate.noise.sample_runs``: k =
+With ``decoding=sample`` a question is answered several times (``sample_runs``: k =
 ``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
 pair criteria): the samples are runs 0, 1, ... of the same file, run-major, each from its own random stream (the
 engine seeds a request by (seed, ``id|culture|run``)). Run 0 is exactly the one-sample answer, and more samples later
@@ -30,28 +30,39 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.answering.chunks import resume_chunk
-from culturespa.answering.loop import AnswerFile, Messages, fill
-from culturespa.answering.records import answer_key
-from culturespa.answering.shards import Shard
-from culturespa.answering.workers import Job, run_jobs, worker_devices
+from culturespa.answers.chunks import resume_chunk
+from culturespa.answers.loop import AnswerFile, Messages, fill
+from culturespa.answers.merge import merge_one, shard_fingerprint
+from culturespa.answers.records import answer_key
+from culturespa.answers.shards import Shard
 from culturespa.config import first_n, validate_config
 from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
-from culturespa.generate import outputs
-from culturespa.generate.merge_answers import merge_one, shard_fingerprint
-from culturespa.generate.noise import sample_runs
-from culturespa.generate.pool import load_questions
-from culturespa.generate.track import StageRun, stage_run
+from culturespa.infer.workers import Job, run_jobs, worker_devices
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
+from culturespa.questions.pool import load_questions
+from culturespa.stages import outputs
+from culturespa.stages.tracking import StageRun, stage_run
 
 if TYPE_CHECKING:  # the engine pulls in torch; it is imported when the stage starts answering
     from culturespa.infer.engine import Decoding, Engine, Result
 
 log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 20
+
+
+def sample_runs(cfg: DictConfig, setting: str) -> int:
+    """How many samples (runs 0..n-1) the answers stage writes per question for ``setting``.
+
+    1 with greedy/logprob decoding (samples would be identical); else k for aware/cct and k x (1 + R) for unaware.
+    """
+    if str(OmegaConf.select(cfg, "decoding.mode", default="greedy")) != "sample":
+        return 1
+    k = int(OmegaConf.select(cfg, "data.samples", default=1) or 1)
+    replicates = int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0)
+    return k * (1 + replicates) if setting == "unaware" else k
 
 
 def answers_file(folder: str | Path, setting: str, culture: str | None) -> Path:

@@ -15,7 +15,7 @@ The paper's own decoding (sampling, up to 256 new tokens) is timed twice more on
 batches it replaced, in the same process (so the ratio holds on a busy machine), each with the share of decode
 row-steps spent on rows whose reply had already ended. The paper loop's rate per prompt is what the ratios compare.
 
-Run: ``python -m culturespa.infer.bench [--questions 259] [--cultures USA CHN] [--paper-prompts 8] [--long-prompts 96]
+Run: ``python -m culturespa.bench.inference [--questions 259] [--cultures USA CHN] [--paper-prompts 8] [--long-prompts 96]
 [--ab-static] [--threads N]``.
 """
 
@@ -28,6 +28,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from culturespa.config import compose
+from culturespa.data.survey import WVSData
+from culturespa.infer.engine import Decoding, Engine, Request
+from culturespa.infer.parsing import parse_answer
+from culturespa.models.dtype import cpu_capability
+from culturespa.prompts.builder import PromptBuilder, PromptStyle
 
 PAPER = {"temperature": 0.6, "top_p": 0.9, "max_new_tokens": 256}
 
@@ -73,9 +80,6 @@ def matmul_flops(
 
 
 def build_prompts(cfg: Any, n_questions: int, cultures: Sequence[str]) -> list[Any]:
-    from culturespa.data.survey import WVSData
-    from culturespa.infer.engine import Request
-    from culturespa.prompts.builder import PromptBuilder, PromptStyle
 
     wvs = WVSData.load(cfg.paths.wvs_dir)
     builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
@@ -89,7 +93,6 @@ def build_prompts(cfg: Any, n_questions: int, cultures: Sequence[str]) -> list[A
 
 def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, float]:
     """One prompt at a time with HF ``generate``: (seconds per prompt, valid rate, mean new tokens)."""
-    from culturespa.infer.parsing import parse_answer
 
     tok, model = engine.tokenizer, engine.model
     valid, new_tokens = 0, 0
@@ -163,7 +166,7 @@ def token_counts(engine: Any, requests: Sequence[Any]) -> tuple[int, int, int, i
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="culturespa.infer.bench", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="culturespa.bench.inference", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model preset")
     parser.add_argument("--questions", type=int, default=259, help="WVS questions, spread over all topics")
     parser.add_argument("--cultures", nargs="+", default=["USA", "CHN"])
@@ -193,9 +196,6 @@ def seeded_subset(requests: Sequence[Any], n: int, seed: int = 0) -> list[Any]:
 
 def setup(args: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]:
     """The fp32 engine with the bench's batching, the prompt set and the figures that describe it."""
-    from culturespa.config import compose
-    from culturespa.infer.engine import Engine
-    from culturespa.models.dtype import cpu_capability
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,7 +236,6 @@ def print_header(args: argparse.Namespace, engine: Any, out: dict[str, Any], cap
 
 def modes(args: argparse.Namespace, n_long: int) -> list[tuple[str, Any, torch.dtype, int, str, bool]]:
     """(row name, decoding, model dtype, rounds, engine.schedule, on the long subset) of every engine row."""
-    from culturespa.infer.engine import Decoding
 
     paper, long = (PAPER["temperature"], PAPER["top_p"]), args.long_tokens
     rows = [
@@ -284,8 +283,6 @@ def floor_figures(
 
 def engine_rows(args: argparse.Namespace, engine: Any, requests: list[Any], out: dict[str, Any], cap: str) -> list[str]:
     """Time every engine row (printing each as it comes); returns the row names."""
-    from culturespa.config import compose
-    from culturespa.infer.engine import Engine
 
     base_model, model = engine.model, engine.model
     long_requests = seeded_subset(requests, args.long_prompts)

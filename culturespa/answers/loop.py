@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from culturespa.answering.chunks import resume_chunks
-from culturespa.answering.records import AnswerRecord, answer_key, answer_record
-from culturespa.answering.shards import Shard
+from culturespa.answers.chunks import resume_chunks
+from culturespa.answers.records import AnswerRecord, answer_key, answer_record
+from culturespa.answers.shards import Shard
 from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
 from culturespa.data.questions import Question
 
 if TYPE_CHECKING:  # the engine pulls in torch; it is imported when answering starts
     from culturespa.infer.engine import Decoding, Engine, Result
 
-log = logging.getLogger("culturespa.answering")
+log = logging.getLogger("culturespa.answers")
 
 Messages = Callable[[Question], list[dict[str, str]]]
 

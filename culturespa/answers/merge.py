@@ -1,6 +1,6 @@
-"""Stage ``merge-answers``: join the finished shards of each answers file (``answering/shards.py``), and the
+"""Stage ``merge-answers``: join the finished shards of each answers file (``answers/shards.py``), and the
 pipeline's ``pipeline.answer_shards=n`` that runs the shards (one after another, or at once on ``engine.devices``
-worker processes: ``answering/workers.py``) and merges them.
+worker processes: ``infer/workers.py``) and merges them.
 
 The merge checks that every shard is complete, made by the current config and holds exactly its questions, then
 writes ``{name}.jsonl`` and its sidecar as the unsharded run would (so a later ``stage=answers`` without a shard skips
@@ -17,12 +17,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.answering.records import answer_key
-from culturespa.answering.shards import Shard, shard_counts
-from culturespa.answering.workers import Job, run_jobs, worker_devices
+from culturespa.answers.records import answer_key
+from culturespa.answers.shards import Shard, shard_counts
 from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
-from culturespa.generate import outputs
+from culturespa.infer.workers import Job, run_jobs, worker_devices
+from culturespa.stages import outputs
 
 log = logging.getLogger("culturespa.generate")
 

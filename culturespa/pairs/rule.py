@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from culturespa.errors import CultureSPAError
-from culturespa.generate import criteria, noise
+from culturespa.pairs import criteria, noise
 
 CRITERIA = ("answer", "majority", "distribution", "none")
 Runs = dict[str, list[int | None]]

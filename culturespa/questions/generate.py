@@ -34,12 +34,12 @@ from culturespa.data.jsonl import ResumableJsonl, read_jsonl, refuse_fewer
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.data.topics import TOPIC_NAMES
-from culturespa.generate import outputs
-from culturespa.generate.json_extract import Extracted, extract_question, strict_question
-from culturespa.generate.progress import ReplyBar
-from culturespa.generate.question_settings import Attempt, Settings, fingerprint, question_id
-from culturespa.generate.track import stage_run
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.questions.json_extract import Extracted, extract_question, strict_question
+from culturespa.questions.progress import ReplyBar
+from culturespa.questions.settings import Attempt, Settings, fingerprint, question_id
+from culturespa.stages import outputs
+from culturespa.stages.tracking import stage_run
 
 log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 50

@@ -7,7 +7,7 @@ A pair is *valid* when both answers (sample 0) are valid; valid pairs are *same*
 * ``answer`` (the paper): keep valid pairs whose answers (sample 0) differ;
 * ``majority``: k sampled answers per setting (``data.samples``); keep when the aware majority option is not an
   unaware majority option and the Freeman-Halton exact test on the option counts rejects "same distribution" at
-  ``data.alpha`` (``culturespa.generate.criteria``);
+  ``data.alpha`` (``culturespa.pairs.criteria``);
 * ``distribution``: with sampled answers, keep when the Jensen-Shannon distance between the aware and unaware option
   frequencies of the k samples exceeds the ``data.null_quantile`` quantile of the same distance between two unaware
   replicates (calibrated on the noise, not a fixed number); with logprob answers (no sampling noise to calibrate
@@ -16,7 +16,7 @@ A pair is *valid* when both answers (sample 0) are valid; valid pairs are *same*
 * ``none``: keep every valid culture-aware answer (the unaware one may be missing or invalid): the data-quality
   ablation.
 
-Next to the counts, ``stats.json`` holds the noise floor per culture and topic (``culturespa.generate.noise``): how
+Next to the counts, ``stats.json`` holds the noise floor per culture and topic (``culturespa.pairs.noise``): how
 often aware and unaware samples disagree, how often unaware samples disagree with each other, the difference with a
 paired bootstrap interval, and the expected share of kept pairs that are noise. Files hold the samples of a question as
 runs 0, 1, ...; the paper's rule uses run 0. Every input file is checked before anything is written; the stage is
@@ -33,14 +33,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from culturespa.answers.stage import answers_file
 from culturespa.data.jsonl import iter_jsonl, refuse_fewer, write_json, write_jsonl
 from culturespa.errors import CultureSPAError, fail
-from culturespa.generate import criteria, noise
-from culturespa.generate.answers import answers_file
-from culturespa.generate.outputs import overwrite_requested, read_meta
-from culturespa.generate.pair_rule import Rule, Runs, compare, null_rates
-from culturespa.generate.track import Tracker
+from culturespa.pairs import criteria, noise
+from culturespa.pairs.rule import Rule, Runs, compare, null_rates
 from culturespa.settings import DataSettings
+from culturespa.stages.outputs import overwrite_requested, read_meta
+from culturespa.stages.tracking import Tracker
 
 log = logging.getLogger("culturespa.generate")
 

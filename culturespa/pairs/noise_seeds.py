@@ -1,6 +1,6 @@
 """CRQPC's noise floor and kept pairs over repeated pipeline runs (seeds).
 
-One pipeline run's pairs stage writes ``stats.json`` (``culturespa.generate.noise``): per culture the kept pairs, the
+One pipeline run's pairs stage writes ``stats.json`` (``culturespa.pairs.noise``): per culture the kept pairs, the
 aware-vs-unaware disagreement A, the unaware-vs-unaware disagreement N (the noise floor) and the signal A − N with an
 interval over that run's questions. Over seeds, a researcher needs the same figures with one interval that covers both
 sources of variation, so this module re-reads each run's sampled answers (found through its ``comparison.json``
@@ -10,7 +10,7 @@ counts and the expected noise share come from the stats files as they are (they 
 not, so runs of different criteria on the same answers show the same A and N).
 
 Used by ``python -m culturespa.evaluate.seeds`` (the "CRQPC pairs" table under the scores), and on its own before any
-training: ``python -m culturespa.generate.noise_seeds outputs/pipeline/pairs/<hash> ...`` (pipeline pairs folders, whose
+training: ``python -m culturespa.pairs.noise_seeds outputs/pipeline/pairs/<hash> ...`` (pipeline pairs folders, whose
 ``_SUCCESS.json`` names the answers stage they read) or run folders holding ``comparison.json``.
 """
 
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from culturespa.answers.stage import answers_file
 from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
 from culturespa.errors import CultureSPAError
-from culturespa.generate import criteria, noise
-from culturespa.generate.answers import answers_file
-from culturespa.generate.pairs import read_answer_runs
+from culturespa.pairs import criteria, noise
+from culturespa.pairs.stage import read_answer_runs
 from culturespa.stages.identity import read_done
 
 STATS_FILE = "stats.json"
@@ -271,7 +271,7 @@ def run_files(path: str | Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="culturespa.generate.noise_seeds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="culturespa.pairs.noise_seeds", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="pipeline pairs folders or run folders (comparison.json)")
     add_report_args(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)

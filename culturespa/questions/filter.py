@@ -28,14 +28,14 @@ from culturespa.data.jsonl import refuse_fewer, write_json, write_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import QUESTIONS_FILE, WVSData, default_data_dir, read_json
 from culturespa.errors import CultureSPAError
-from culturespa.generate.options import RULES, format_question
-from culturespa.generate.outputs import overwrite_requested
-from culturespa.generate.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
-from culturespa.generate.paper_filter import table as steps_table
-from culturespa.generate.pool import load_questions
-from culturespa.generate.track import Tracker
+from culturespa.questions.options import RULES, format_question
+from culturespa.questions.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
+from culturespa.questions.paper_filter import table as steps_table
+from culturespa.questions.pool import load_questions
 from culturespa.settings import FilterSettings
 from culturespa.stages.lineage import filter_source, report_path
+from culturespa.stages.outputs import overwrite_requested
+from culturespa.stages.tracking import Tracker
 
 log = logging.getLogger("culturespa.generate")
 ALL_RULES = (*RULES, "duplicate_of_wvs", "duplicate", "near_duplicate", "over_limit")
@@ -118,7 +118,7 @@ def _drop_near_duplicates(
 ) -> list[tuple[Question, str]]:
     """ROUGE-L near-duplicates within a topic, on the original texts."""
     # rouge_score and scipy load in seconds: only when the rule is on
-    from culturespa.generate.near_dup import near_duplicates
+    from culturespa.questions.near_dup import near_duplicates
 
     by_topic: dict[Any, list[int]] = defaultdict(list)
     for index, (kept, _) in enumerate(survivors):

@@ -1,8 +1,9 @@
 """SFT benchmark on the embedded model: our LightningModule against a plain PyTorch + PEFT loop on the same batches
 (tokens/s and their ratio; the target is at most 10% overhead), and peak memory (RSS) of LoRA against QLoRA.
 
-Each memory figure comes from a fresh subprocess, because a process's peak RSS never goes down.
-Run with ``python -m culturespa.train.bench`` (or ``make bench``); keep the machine otherwise idle for fair numbers.
+Each memory figure comes from a fresh subprocess, because a process's peak RSS never goes down; the package's modules
+are imported inside the functions so that the probe's process pays only for what it measures.
+Run with ``python -m culturespa.bench.training`` (or ``make bench``); keep the machine otherwise idle for fair numbers.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ MEMORY_STEPS = 1
 
 def _setup(model: str = MODEL) -> tuple[Any, list[dict[str, Any]], Any]:
     """Config, a fixed list of collated micro-batches from hand-made pairs, and the config."""
-    from culturespa.config import compose
-    from culturespa.models.loader import ModelSpec, load_tokenizer
-    from culturespa.train.datamodule import Collator
-    from culturespa.train.run import training_style
-    from culturespa.train.sft_data import ExampleEncoder, read_pairs
-    from culturespa.train.synthetic import write_pairs
+    from culturespa.config import compose  # lazy: see the module docstring
+    from culturespa.models.loader import ModelSpec, load_tokenizer  # lazy: see the module docstring
+    from culturespa.train.datamodule import Collator  # lazy: see the module docstring
+    from culturespa.train.run import training_style  # lazy: see the module docstring
+    from culturespa.train.sft_data import ExampleEncoder, read_pairs  # lazy: see the module docstring
+    from culturespa.train.synthetic import write_pairs  # lazy: see the module docstring
 
     tmp = Path(tempfile.mkdtemp(prefix="culturespa-bench-"))
     cfg = compose("train", [f"model={model}", "model.dtype=float32", "logger=none"], output_dir=tmp / "run")
@@ -64,7 +65,7 @@ def bench_plain(cfg: Any, batches: list[dict[str, Any]]) -> float:
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train.peft_model import build_peft_model  # lazy: see the module docstring
 
     model_cfg, peft_cfg, optim = _plain(cfg)
     model = build_peft_model(model_cfg, peft_cfg, str(cfg.paths.cache_dir), "cpu", seed=int(cfg.seed))
@@ -110,7 +111,7 @@ def bench_lightning(cfg: Any, batches: list[dict[str, Any]]) -> float:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from culturespa.train.module import SFTModule
+    from culturespa.train.module import SFTModule  # lazy: see the module docstring
 
     model_cfg, peft_cfg, optim = _plain(cfg)
     module = SFTModule(model_cfg, peft_cfg, optim, str(cfg.paths.cache_dir), len(batches), seed=int(cfg.seed))
@@ -137,14 +138,14 @@ def memory_probe(quantization: str) -> dict[str, Any]:
     """Run in a fresh process: load, train ``MEMORY_STEPS`` steps, report peak RSS."""
     import torch
 
-    from culturespa.train.peft_model import build_peft_model
+    from culturespa.train.peft_model import build_peft_model  # lazy: see the module docstring
 
     cfg, batches, _ = _setup()
     model_cfg, peft_cfg, _ = _plain(cfg)
     if quantization != "none":
         from omegaconf import OmegaConf
 
-        from culturespa.config import compose
+        from culturespa.config import compose  # lazy: see the module docstring
 
         qcfg = compose("train", [f"model={MODEL}", "peft=qlora", "logger=none"], output_dir=cfg.paths.cache_dir)
         peft_cfg = OmegaConf.to_container(qcfg.peft, resolve=True)
@@ -199,7 +200,7 @@ def _reset_peak() -> None:
 
 
 def _memory(quantization: str) -> dict[str, Any]:
-    code = f"import json; from culturespa.train.bench import memory_probe; print(json.dumps(memory_probe({quantization!r})))"
+    code = f"import json; from culturespa.bench.training import memory_probe; print(json.dumps(memory_probe({quantization!r})))"
     env = os.environ | {"WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     if proc.returncode != 0:
@@ -208,7 +209,7 @@ def _memory(quantization: str) -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
-    from culturespa.models.dtype import cpu_capability
+    from culturespa.models.dtype import cpu_capability  # lazy: see the module docstring
 
     cap = f"[CPU {cpu_capability()}]"  # printed beside every figure
     cfg, batches, _ = _setup()

@@ -6,7 +6,7 @@ On CPU the N workers split the cores (``torch.set_num_threads(max(1, cores // N)
 ratio of two ways of spending the same cores; on a GPU node each worker has a device of its own. The merged files
 are compared with the one-process ones byte for byte (greedy / logprob), so the row also says the split is exact.
 
-Run: ``python -m culturespa.infer.bench_workers [--workers 2] [--questions 64] [--model smollm2_135m]``.
+Run: ``python -m culturespa.bench.workers [--workers 2] [--questions 64] [--model smollm2_135m]``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from culturespa.generate.run import generate
 
 
 def cpu_name() -> str:
@@ -35,7 +37,6 @@ def cpu_name() -> str:
 def run_case(args: argparse.Namespace, devices: int, folder: Path) -> dict[str, Any]:
     """One timed run of the answers stage with ``engine.devices=devices`` into ``folder``."""
     from culturespa.config import compose  # the stage stack: loaded when the benchmark runs
-    from culturespa.generate.run import generate
 
     overrides = [
         "stage=answers",

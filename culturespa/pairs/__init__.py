@@ -1,0 +1,1 @@
+"""Step 3 of CultureSPA (CRQPC): keep the culture-related question-answer pairs (``stage``, ``rule``), with the noise-robust criteria (``criteria``) and the noise floor (``noise``, ``noise_seeds``)."""
