@@ -30,7 +30,18 @@ def _checkout(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["tiny", "default"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "tiny",
+        pytest.param(  # SmolLM2 through every stage: ~10 min on 2 idle cores, too long for `make test`
+            "default",
+            marks=pytest.mark.skipif(
+                os.environ.get("CULTURESPA_LONG_TESTS") != "1", reason="set CULTURESPA_LONG_TESTS=1 (about 10 min)"
+            ),
+        ),
+    ],
+)
 def test_the_pipeline_runs_end_to_end_under_each_debug_preset(tmp_path: Path, preset: str) -> None:
     root = _checkout(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CULTURESPA_")}
