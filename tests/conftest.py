@@ -47,3 +47,29 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+# The answers stage on the tiny random model, small enough for a test (shards, workers).
+TINY_ANSWERS = [
+    "stage=answers",
+    "model=tiny_random",
+    "answers.input=wvs",
+    "logger=csv",
+    "answers.limit=7",
+    "engine.batch_size=2",
+    "answers.resume_chunk=2",
+    "decoding.max_new_tokens=3",
+]
+
+
+@pytest.fixture
+def pinned(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Configs whose paths do not depend on the checkout: digests and run-folder names hold on any machine."""
+    monkeypatch.setenv("CULTURESPA_ROOT", "/pinned-root")
+    monkeypatch.delenv("CULTURESPA_DATA_DIR", raising=False)
+    monkeypatch.delenv("CULTURESPA_CACHE", raising=False)
+
+    def make(name: str, *overrides: str) -> DictConfig:
+        return compose(name, ["model.dtype=float32", *overrides], output_dir="/pinned-out")
+
+    return make

@@ -15,18 +15,9 @@ from culturespa.answers.chunks import resume_chunks
 from culturespa.answers.shards import Shard
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
+from tests.conftest import TINY_ANSWERS
 
 REPO = Path(__file__).resolve().parents[1]
-ARGS = [
-    "stage=answers",
-    "model=tiny_random",
-    "answers.input=wvs",
-    "logger=csv",
-    "answers.limit=7",
-    "engine.batch_size=2",
-    "answers.resume_chunk=2",
-    "decoding.max_new_tokens=3",
-]
 
 
 def test_shard_spec_and_split() -> None:
@@ -53,7 +44,7 @@ def test_split_follows_the_resume_chunks_of_each_sample_run() -> None:
 
 @pytest.mark.parametrize("decoding", ["logprob", "greedy"])
 def test_merged_shards_are_byte_identical_to_one_run(make_cfg, tmp_path: Path, decoding: str) -> None:
-    args = [*ARGS, f"decoding={decoding}", "answers.setting=aware", "cultures=[USA,CHN]"]
+    args = [*TINY_ANSWERS, f"decoding={decoding}", "answers.setting=aware", "cultures=[USA,CHN]"]
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     out = tmp_path / "sharded"
     for i in range(3):
@@ -73,7 +64,7 @@ def test_merged_shards_are_byte_identical_to_one_run(make_cfg, tmp_path: Path, d
 
 
 def test_shards_resume_alone_and_merge_checks_every_shard(make_cfg, tmp_path: Path) -> None:
-    args = [*ARGS, "decoding=logprob", "answers.setting=unaware", f"answers.output_dir={tmp_path}"]
+    args = [*TINY_ANSWERS, "decoding=logprob", "answers.setting=unaware", f"answers.output_dir={tmp_path}"]
     merge = [*args, "stage=merge-answers"]
     with pytest.raises(CultureSPAError, match="no shard files to merge"):
         generate(make_cfg("generate", merge))
@@ -114,7 +105,7 @@ def test_multirun_fans_out_the_shards(tmp_path: Path) -> None:
         sys.executable,
         "generate.py",
         "-m",
-        *[a for a in ARGS if a != "answers.limit=7"],
+        *[a for a in TINY_ANSWERS if a != "answers.limit=7"],
         "answers.limit=3",
         "decoding=logprob",
         "answers.setting=unaware",

@@ -10,25 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig
 
-from culturespa.config import compose
 from culturespa.stages import identity
 from culturespa.stages.identity import adapter_identity, config_key, run_inputs, run_key
 from culturespa.utils.rundirs import run_dir_name
-
-
-@pytest.fixture
-def pinned(monkeypatch: pytest.MonkeyPatch) -> object:
-    """Configs whose paths do not depend on the checkout (as in test_stages.py)."""
-    monkeypatch.setenv("CULTURESPA_ROOT", "/pinned-root")
-    monkeypatch.delenv("CULTURESPA_DATA_DIR", raising=False)
-    monkeypatch.delenv("CULTURESPA_CACHE", raising=False)
-
-    def make(name: str, *overrides: str) -> DictConfig:
-        return compose(name, ["model.dtype=float32", *overrides], output_dir="/pinned-out")
-
-    return make
 
 
 def test_a_training_run_folder_is_named_by_its_pairs_contents(pinned, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from omegaconf import DictConfig
-
-from culturespa.config import compose
 from culturespa.evaluate.answering import FINGERPRINT_KEYS
 from culturespa.stages.identity import (
     GENERATE_STAGES,
@@ -45,19 +41,6 @@ PINNED_STAGES = {
     ("logprob", "train"): "b49b1ccd13",
     ("logprob", "evaluate"): "f8c604db1f",
 }
-
-
-@pytest.fixture
-def pinned(monkeypatch: pytest.MonkeyPatch) -> object:
-    """Configs whose paths do not depend on the checkout: the digests hold on any machine."""
-    monkeypatch.setenv("CULTURESPA_ROOT", "/pinned-root")
-    monkeypatch.delenv("CULTURESPA_DATA_DIR", raising=False)
-    monkeypatch.delenv("CULTURESPA_CACHE", raising=False)
-
-    def make(name: str, *overrides: str) -> DictConfig:
-        return compose(name, ["model.dtype=float32", *overrides], output_dir="/pinned-out")
-
-    return make
 
 
 def test_stage_hashes_are_unchanged(pinned) -> None:  # noqa: ANN001

@@ -21,18 +21,9 @@ from culturespa.evaluate.run import evaluate
 from culturespa.generate.run import generate
 from culturespa.infer.workers import parse_devices
 from culturespa.settings import check_values
+from tests.conftest import TINY_ANSWERS
 
 REPO = Path(__file__).resolve().parents[1]
-ANSWERS = [
-    "stage=answers",
-    "model=tiny_random",
-    "answers.input=wvs",
-    "logger=csv",
-    "answers.limit=7",
-    "engine.batch_size=2",
-    "answers.resume_chunk=2",
-    "decoding.max_new_tokens=3",
-]
 
 
 def test_devices_values() -> None:
@@ -55,7 +46,7 @@ def test_devices_values() -> None:
 
 
 def test_bad_devices_value_is_one_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "generate.py", *ANSWERS, "engine.devices=[gpu0]", f"answers.output_dir={tmp_path}"]
+    cmd = [sys.executable, "generate.py", *TINY_ANSWERS, "engine.devices=[gpu0]", f"answers.output_dir={tmp_path}"]
     cmd += [f"paths.log_dir={tmp_path / 'logs'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | _offline())
     assert proc.returncode != 0
@@ -69,7 +60,7 @@ def _offline() -> dict[str, str]:
 
 @pytest.mark.parametrize("decoding", ["greedy", "logprob", "sample"])
 def test_two_workers_write_the_one_process_files(make_cfg, tmp_path: Path, decoding: str) -> None:
-    args = [*ANSWERS, f"decoding={decoding}", "answers.setting=aware", "cultures=[USA,CHN]"]
+    args = [*TINY_ANSWERS, f"decoding={decoding}", "answers.setting=aware", "cultures=[USA,CHN]"]
     if decoding == "sample":  # two samples per question: runs 0 and 1, each seeded per request
         args += ["data.samples=2", "data.criterion=none", "answers.limit=4"]
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
@@ -91,7 +82,7 @@ def test_two_workers_write_the_one_process_files(make_cfg, tmp_path: Path, decod
 
 
 def test_a_killed_worker_resumes_to_the_same_files(make_cfg, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    args = [*ANSWERS, "decoding=logprob", "answers.setting=unaware"]
+    args = [*TINY_ANSWERS, "decoding=logprob", "answers.setting=unaware"]
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
     two = [*args, f"answers.output_dir={out}", "engine.devices=2"]
@@ -137,7 +128,7 @@ def test_two_workers_generate_the_one_process_questions(make_cfg, tmp_path: Path
 
 def test_pipeline_shards_run_at_once_on_the_devices(make_cfg, tmp_path: Path) -> None:
     """`pipeline.answer_shards=3` with `engine.devices=2`: three shard jobs on two workers, then the merge."""
-    args = [*ANSWERS, "decoding=logprob", "answers.setting=unaware"]
+    args = [*TINY_ANSWERS, "decoding=logprob", "answers.setting=unaware"]
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     out = [*args, f"answers.output_dir={tmp_path / 'fan'}", "engine.devices=2"]
     merged = fan_out(generate, lambda extra: make_cfg("generate", [*out, *(f"{k}={v}" for k, v in extra.items())]), 3)
@@ -156,7 +147,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_killing_the_parent_stops_its_workers_and_a_rerun_resumes(make_cfg, tmp_path: Path) -> None:
-    args = [a for a in ANSWERS if a != "answers.limit=7"] + ["answers.limit=12", "model.dtype=float32"]
+    args = [a for a in TINY_ANSWERS if a != "answers.limit=7"] + ["answers.limit=12", "model.dtype=float32"]
     args += ["decoding=logprob", "answers.setting=unaware"]  # the CLI as make_cfg: fp32
     one = generate(make_cfg("generate", [*args, f"answers.output_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"

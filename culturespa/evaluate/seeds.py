@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
 from culturespa.data.survey import WVSData
-from culturespa.errors import CultureSPAError
+from culturespa.errors import CultureSPAError, run_cli
 from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.paired import over_seeds
 from culturespa.evaluate.references import describe
@@ -281,8 +280,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CultureSPAError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)

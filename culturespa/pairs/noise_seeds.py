@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from culturespa.answers.stage import answers_file
 from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
-from culturespa.errors import CultureSPAError
+from culturespa.errors import CultureSPAError, run_cli
 from culturespa.pairs import criteria, noise
 from culturespa.pairs.stage import read_answer_runs
 from culturespa.stages.identity import read_done
@@ -280,8 +279,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CultureSPAError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)
