@@ -2,7 +2,7 @@
 
 Answers are appended to ``<output_dir>/answers/{setting}_{CODE}.jsonl`` (or ``{setting}.jsonl`` when the prompt does
 not depend on the culture: the model is then asked once and scored against every culture) by the answer loop the
-answers stage uses (``answering/``: the same records, resume chunks and part files); an interrupted evaluation skips
+answers stage uses (``answers/loop.py``: the same records, resume chunks and part files); an interrupted evaluation skips
 what is already there. A fingerprint of the settings that shape the answers is kept beside them, so answers made under
 other settings are never mixed in. ``engine.devices=N`` (``infer/workers.py``): the files still to do are answered
 as N shards by N worker processes at once, one per device, then joined in the one-process order.
