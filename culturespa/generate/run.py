@@ -53,9 +53,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def stop_if_empty(cfg: DictConfig, stage: str, summary: Mapping[str, Any]) -> None:
-    """A stage run by hand that made nothing: a one-line error (the filter, the pairs). Empty questions are a warning
-    only: the file is a valid result of the settings (a strict parser, a random model), and the filter either reads
-    the pool instead (``filter.input=paper``, as under ``debug=``) or stops on them naming ``filter.input``."""
+    """A stage run by hand that made nothing: a one-line error for the filter. Empty questions and pairs are a
+    warning only: the questions file is a valid result of its settings (a strict parser, a random model) and the filter
+    reads the pool instead (``filter.input=paper``, as under ``debug=``) or stops naming ``filter.input``; the pairs'
+    noise floor (``stats.json``) is a result of its own, and training stops on empty pairs."""
     reason = nothing_made(stage, summary, pipeline=False)
     if reason is None:
         return
@@ -63,6 +64,9 @@ def stop_if_empty(cfg: DictConfig, stage: str, summary: Mapping[str, Any]) -> No
         source = filter_source(cfg)
         reads = "the filter reads them next" if source == str(cfg.questions.output) else f"the filter reads {source}"
         log.warning("%s (%s: filter.input)", reason, reads)
+        return
+    if stage == "pairs":  # stats.json (the noise floor) is still a result; training stops on the empty pairs
+        log.warning("%s", reason)
         return
     raise CultureSPAError(reason)
 

@@ -182,6 +182,8 @@ RUN_EXCLUDED = (
     "sft.output_dir",
     "sft.resume",
     "sft.checkpoint_minutes",
+    "engine.devices",  # how many worker processes answer: the same files (tests/test_workers.py)
+    "engine.schedule",  # continuous or static decoding: the same replies (tests/test_infer_decode.py)
     "sft.num_workers",
     "eval.output_dir",
     "callbacks",  # how Lightning reports and checkpoints, not what the run computes
