@@ -197,14 +197,14 @@ class Pipeline:
 
             made = self._step("questions", "questions", [], ask)
             if mode == "generate":  # ``both``: the pool's sample may still carry the run
-                stop_if_empty([made], "questions")
+                stop_when_all_empty([made], "questions")
             limit = None if mode == "both" else cfg.filter.limit_per_topic  # keep every generated question
             filtered.append(self._filter("filter", str(made.folder / "generated.jsonl"), made, limit))
         if mode in ("pool", "both"):
             pool = pipeline_pool(cfg, mode)
             source = "pool:" + files_digest(pool)  # the content decides the cached stage, not the path
             filtered.append(self._filter("filter-pool", pool, source, cfg.filter.limit_per_topic))
-        stop_if_empty(filtered, "filter")
+        stop_when_all_empty(filtered, "filter")
         return filtered
 
     def answers(self, filtered: list[Stage]) -> Stage:
@@ -236,7 +236,7 @@ class Pipeline:
             return generate(stage_cfg(cfg, d, values))
 
         pairs = self._step("pairs", "pairs", [answers], select)
-        stop_if_empty([pairs], "pairs")
+        stop_when_all_empty([pairs], "pairs")
 
         def fit(d: Path) -> dict[str, Any]:
             return train(stage_cfg(cfg, d, {"sft.pairs_dir": str(pairs.folder), "sft.output_dir": str(d)}))
@@ -303,7 +303,7 @@ class Pipeline:
         return comparison
 
 
-def stop_if_empty(stages: Sequence[Stage], stage: str) -> None:
+def stop_when_all_empty(stages: Sequence[Stage], stage: str) -> None:
     """Stop at the stage that made nothing (every one of ``stages`` empty), not at the next one with a puzzling
     message: one line saying why and which key to change (``culturespa.generate.run.nothing_made``)."""
     reasons = [nothing_made(stage, s.summary or {}, pipeline=True) for s in stages]
