@@ -94,10 +94,11 @@ class Decoder:
                 done.append(token in policy.stop_ids or len(slot.tokens) >= policy.max_new_tokens)
             finished = [(s.item, _reply(s.tokens, policy.stop_ids)) for s, d in zip(slots, done, strict=True) if d]
             if finished:
-                keep = [i for i, d in enumerate(done) if not d]
-                slots = [slots[i] for i in keep]
-                tokens = tokens[keep] if keep else tokens[:0]
-                rows = self.passes.select(rows, torch.tensor(keep, device=self.passes.device)) if keep else None
+                if all(done):
+                    slots, rows = [], None
+                else:
+                    rows, order = self.passes.retire(rows, [i for i, d in enumerate(done) if d])
+                    slots, tokens = [slots[i] for i in order], tokens[order]
                 yield finished
             if rows is not None:
                 self._count(len(slots), len(slots))
@@ -105,7 +106,7 @@ class Decoder:
 
     def static(self, items: Sequence[Item], policy: Policy) -> list[tuple[Item, list[int]]]:
         """One planned batch, decoded until its last row stops (finished rows step on pad tokens)."""
-        rows = self.passes.start(items, items[0].prefix)
+        rows = self.passes.start(items, items[0].prefix, len(items))
         gens = [self._generator(it, policy) for it in items] if not policy.greedy else None
         stop = torch.tensor(sorted(policy.stop_ids), device=self.passes.device, dtype=torch.long)
         done = torch.zeros(len(items), dtype=torch.bool, device=self.passes.device)
@@ -130,7 +131,7 @@ class Decoder:
             groups.setdefault(it.prefix, []).append(it)
         admitted: list[Item] = []
         for prefix, members in groups.items():
-            fresh = self.passes.start(members, prefix)
+            fresh = self.passes.start(members, prefix, self.batch_size if rows is None else None)
             rows = fresh if rows is None else self.passes.splice(rows, fresh)
             admitted += members
         assert rows is not None

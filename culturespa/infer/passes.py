@@ -2,7 +2,7 @@
 
 Why results do not depend on which rows run together: padding is masked out, position ids count real tokens only,
 a shared prefix is computed exactly as the same tokens would be at the start of a single prompt, and rows are
-dropped (:func:`select`) or joined (:func:`splice`) by copying their cache rows, with left padding (masked zeros)
+dropped (:func:`retire`) or joined (:func:`splice`) by moving their cache rows (``kv_cache.py``), with left padding (masked zeros)
 where two sets of rows differ in width. Keys are stored with their rotary positions already applied, so a row's
 columns may move without changing what attention computes.
 """
@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from culturespa import compat
+from culturespa.infer import kv_cache
 from culturespa.infer.planning import Item
 from culturespa.infer.scoring import Context
 
@@ -123,41 +124,38 @@ class Passes:
         # holds >= 1 prompt token after its extra tokens
         return logits, full_mask, positions[:, -1], cache
 
-    def start(self, items: Sequence[Item], prefix: tuple[int, ...]) -> Rows:
-        """Prefilled rows ready to decode their first token."""
+    def start(self, items: Sequence[Item], prefix: tuple[int, ...], reserve_rows: int | None = None) -> Rows:
+        """Prefilled rows ready to decode their first token. With ``reserve_rows`` the cache has room for that many
+        rows and grows in place (``kv_cache.py``: decode steps, leaving and joining rows copy no more than they
+        must); without, it is the prefill's own cache, to be spliced into running rows."""
         logits, mask, last_pos, cache = self.prefill(items, prefix)
+        if reserve_rows is not None:
+            cache = kv_cache.reserve(cache, self.config(), max(reserve_rows, len(items)))
         return Rows(mask, last_pos, cache, logits[:, -1, :])
 
-    def select(self, rows: Rows, keep: torch.Tensor) -> Rows:
-        """Only the rows at indices ``keep``, without the leading columns that are padding in all of them."""
-        mask = rows.mask.index_select(0, keep)
-        used = torch.nonzero(mask.any(dim=0))
-        start = int(used[0]) if len(used) else 0
-        layers = [
-            (k.index_select(0, keep)[:, :, start:], v.index_select(0, keep)[:, :, start:])
-            for k, v in compat.cache_layers(rows.cache)
-        ]
-        cache = compat.filled_cache(layers, self.config())
-        return Rows(mask[:, start:], rows.last_pos.index_select(0, keep), cache, rows.logits.index_select(0, keep))
+    def retire(self, rows: Rows, finished: Sequence[int]) -> tuple[Rows, list[int]]:
+        """The rows without the ``finished`` ones, and the old index of each remaining row (a finished row's place
+        is taken by a running row from the end, so only that row's cache moves)."""
+        order = kv_cache.remove_rows(rows.cache, finished)
+        index = torch.tensor(order, dtype=torch.long, device=self.device)
+        pick = [rows.mask, rows.last_pos, rows.logits]
+        mask, last_pos, logits = (t.index_select(0, index) for t in pick)
+        return Rows(mask, last_pos, rows.cache, logits), order
 
     def splice(self, first: Rows, second: Rows) -> Rows:
-        """``first``'s rows then ``second``'s, the narrower set left-padded (masked zero keys and values)."""
+        """``first``'s rows then ``second``'s (``second``'s cache is appended into ``first``'s), both left-padded to
+        the wider width (masked zero keys and values); leading columns that are padding in every row are dropped when
+        they are a quarter of the width or more."""
         width = max(first.mask.shape[1], second.mask.shape[1])
-
-        grow = [width - first.mask.shape[1], width - second.mask.shape[1]]
-        masks = [F.pad(m, (g, 0)) for m, g in zip((first.mask, second.mask), grow, strict=True)]
-        layers = [
-            (
-                torch.cat([F.pad(ka, (0, 0, grow[0], 0)), F.pad(kb, (0, 0, grow[1], 0))]),
-                torch.cat([F.pad(va, (0, 0, grow[0], 0)), F.pad(vb, (0, 0, grow[1], 0))]),
-            )
-            for (ka, va), (kb, vb) in zip(
-                compat.cache_layers(first.cache), compat.cache_layers(second.cache), strict=True
-            )
-        ]
+        masks = [F.pad(m, (width - m.shape[1], 0)) for m in (first.mask, second.mask)]
+        mask = torch.cat(masks)
+        used = torch.nonzero(mask.any(dim=0))
+        lead = int(used[0]) if len(used) else 0
+        trim = lead if lead * 4 >= width else 0
+        kv_cache.add_rows(first.cache, second.cache, trim)
         return Rows(
-            torch.cat(masks),
+            mask[:, trim:],
             torch.cat([first.last_pos, second.last_pos]),
-            compat.filled_cache(layers, self.config()),
+            first.cache,
             torch.cat([first.logits, second.logits]),
         )

@@ -6,6 +6,10 @@ steps; 141 -> 198 at 400 rows, a prefill batch), which is what ``torch.compile``
 without the compile. Measured end to end in docs/benchmarks.md. bf16 layers are left alone: packed, they ran slower
 end to end. The packed copies cost one more copy of the fp32 weights while the packer lives.
 
+Below ``MIN_ROWS`` rows (a decode step with one or a few rows left, the paper loop's batch of one) the packed kernel
+is slower than the plain GEMM (1.5-1.8x at 1-2 rows, same-process micro-benchmark of this model's projections), so
+those calls take the plain path.
+
 Inference only: packed forwards are installed inside :meth:`LinearPacker.active` and removed on exit, and a packed
 copy is rebuilt when its weight was replaced or changed in place (an optimiser step moves the tensor's version).
 """
@@ -19,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+MIN_ROWS = 4  # fewer rows than this: the plain GEMM (packed ran 1.5-1.8x slower at 1-2 rows)
 
 
 def available() -> bool:
@@ -80,7 +86,8 @@ class LinearPacker:
 
 def _packed_forward(layer: nn.Linear, packed: torch.Tensor) -> Any:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":  # e.g. an autocast region: the plain path
+        plain = x.dtype != torch.float32 or x.device.type != "cpu"  # e.g. an autocast region
+        if plain or x.numel() < MIN_ROWS * x.shape[-1]:
             return nn.functional.linear(x, layer.weight, layer.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, "none", [], "")
 
