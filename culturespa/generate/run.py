@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from culturespa.answers.answers_settings import AnswersStageSettings
 from culturespa.answers.stage import run_answers
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
@@ -24,6 +25,7 @@ from culturespa.questions.workers import run_questions_on_devices
 from culturespa.stages import provenance
 from culturespa.stages.identity import GENERATE_STAGES
 from culturespa.stages.lineage import filter_source
+from culturespa.stages.runtime import StageRuntime
 from culturespa.stages.tracking import tracker
 from culturespa.train.export import run_export
 
@@ -41,7 +43,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     elif stage == "filter":
         summary = run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
     elif stage in ("answers", "merge-answers"):
-        summary = run_answers(cfg, cultures, merge=stage == "merge-answers")
+        answers = AnswersStageSettings.from_config(cfg, merge=stage == "merge-answers")
+        summary = run_answers(answers, cultures, StageRuntime.bind(cfg, "answers"))
     elif stage == "export":
         return run_export(cfg, cultures)
     else:
