@@ -140,10 +140,3 @@ def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | P
             cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def first_n(items: list[Any], cfg: DictConfig, key: str) -> list[Any]:
-    """``items`` cut to the limit at ``key`` (``answers.limit``: a positive integer or null, checked with the other
-    values by ``validate_config``)."""
-    limit = OmegaConf.select(cfg, key, default=None)
-    return items if limit is None else items[:limit]

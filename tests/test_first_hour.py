@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from culturespa.errors import CultureSPAError
+from culturespa.questions.settings import QuestionsStageSettings
+from culturespa.stages.runtime import StageRuntime
 from culturespa.train.sft_data import prepare_splits
 from culturespa.train.synthetic import write_pairs
 
@@ -238,7 +240,7 @@ def test_question_bar_counts_replies_with_a_total_that_holds(make_cfg, monkeypat
     monkeypatch.setattr(questions, "extract_question", first_reply_is_a_question)
     overrides = ["model=tiny_random", "questions.per_topic=1", "questions.topics=[0,1]", "questions.max_retries=1"]
     cfg = make_cfg("generate", [*overrides, "questions.max_new_tokens=4", "logger=none"])
-    result = questions.run_questions(cfg)
+    result = questions.run_questions(QuestionsStageSettings.from_config(cfg), StageRuntime.bind(cfg, "questions"))
     assert result["generated"] == 1 and result["failed"] == 1
     bars = re.findall(r"questions: +(\d+)%\|[^|]*\| *(\d+)/(\d+) \[[^]]*reply", capsys.readouterr().err)
     # 2 slots x 2 attempts at most; slot 1 resolved at its first reply: 3 replies, and the total said so at the end

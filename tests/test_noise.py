@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import fisher_exact
 from test_generate_pairs import _question  # the same hand-made question records
 
-from culturespa.answers.stage import sample_runs
+from culturespa.answers.answers_settings import AnswersStageSettings
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
@@ -221,6 +221,10 @@ def test_calibrated_distribution_threshold_on_synthetic_answers() -> None:
         rule.decide([int(np.argmin(p)) + 1] * k, unaware[q][:k], [1, 2, 3]) for q, p in zip(unaware, probs, strict=True)
     ]
     assert np.mean([d["keep"] for d in shifted]) > 0.6
+
+
+def sample_runs(cfg, setting: str) -> int:  # noqa: ANN001
+    return AnswersStageSettings.from_config(cfg).runs(setting)
 
 
 def test_sample_runs_and_pipeline_hashes(make_cfg) -> None:

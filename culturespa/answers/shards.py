@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from culturespa.answers.chunks import resume_chunks
 from culturespa.answers.records import answer_key
 from culturespa.data.jsonl import iter_jsonl, write_jsonl
@@ -42,10 +40,6 @@ class Shard:
         if not match or not 0 <= int(match[1]) < int(match[2]):
             raise CultureSPAError(f"{key}={value!r} must be i/n with 0 <= i < n (e.g. 0/4), or null")
         return cls(int(match[1]), int(match[2]))
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Shard | None:
-        return cls.parse(OmegaConf.select(cfg, "answers.shard", default=None))
 
     @property
     def label(self) -> str:

@@ -12,39 +12,40 @@ records samples and figures in W&B; ``answers.shard=i/n`` and ``stage=merge-answ
 ``engine.devices=N`` (``infer/workers.py``): the files still to do are answered as N shards by N worker processes
 at once, one per device, then merged (byte for byte the one-process files with greedy or logprob decoding).
 
-With ``decoding=sample`` a question is answered several times (``sample_runs``: k =
+With ``decoding=sample`` a question is answered several times (``AnswersStageSettings.runs``: k =
 ``data.samples`` per aware/cct file, k x (1 + ``data.noise_replicates``) unaware, for the noise floor and the robust
 pair criteria): the samples are runs 0, 1, ... of the same file, run-major, each from its own random stream (the
 engine seeds a request by (seed, ``id|culture|run``)). Run 0 is exactly the one-sample answer, and more samples later
-reuse the finished runs.
+reuse the finished runs. The stage reads its settings once (``answers_settings.py``); the parts that need the
+composed config itself (engine, W&B run, a worker's config) come bound to it (``stages/runtime.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from culturespa.answers.chunks import resume_chunk
+from culturespa.answers.answers_settings import AnswersStageSettings
 from culturespa.answers.loop import AnswerFile, Messages, fill
 from culturespa.answers.merge import merge_one, shard_fingerprint
 from culturespa.answers.records import answer_key
 from culturespa.answers.shards import Shard
-from culturespa.config import first_n, validate_config
+from culturespa.config import validate_config
 from culturespa.data.jsonl import iter_jsonl
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
-from culturespa.infer.workers import Job, run_jobs, worker_devices
+from culturespa.infer.workers import Job, run_jobs
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 from culturespa.questions.pool import load_questions
 from culturespa.stages import outputs
-from culturespa.stages.tracking import StageRun, stage_run
+from culturespa.stages.runtime import StageRuntime
+from culturespa.stages.tracking import StageRun
 
 if TYPE_CHECKING:  # the engine pulls in torch; it is imported when the stage starts answering
     from culturespa.infer.engine import Decoding, Engine, Result
@@ -53,33 +54,21 @@ log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 20
 
 
-def sample_runs(cfg: DictConfig, setting: str) -> int:
-    """How many samples (runs 0..n-1) the answers stage writes per question for ``setting``.
-
-    1 with greedy/logprob decoding (samples would be identical); else k for aware/cct and k x (1 + R) for unaware.
-    """
-    if str(OmegaConf.select(cfg, "decoding.mode", default="greedy")) != "sample":
-        return 1
-    k = int(OmegaConf.select(cfg, "data.samples", default=1) or 1)
-    replicates = int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0)
-    return k * (1 + replicates) if setting == "unaware" else k
-
-
 def answers_file(folder: str | Path, setting: str, culture: str | None) -> Path:
     """Contract names: ``unaware.jsonl`` / ``aware_{CODE}.jsonl`` / ``cct_{CODE}.jsonl``."""
     return Path(folder) / ("unaware.jsonl" if setting == "unaware" else f"{setting}_{culture}.jsonl")
 
 
-def load_answer_questions(cfg: DictConfig, wvs: WVSData | None) -> list[Question]:
+def load_answer_questions(settings: AnswersStageSettings, wvs: WVSData | None) -> list[Question]:
     """``answers.input``: ``wvs`` (the 259 evaluation questions) or a question file/folder; ``answers.limit``."""
-    source = str(cfg.answers.input)
+    source, limit = str(settings.answers.input), settings.answers.limit
     if source == "wvs":
-        questions = list((wvs or WVSData.load(cfg.paths.wvs_dir)).eval_questions)
+        questions = list((wvs or WVSData.load(settings.wvs_dir)).eval_questions)
     else:
         questions = load_questions(source)
     if not questions:
         raise fail(source, "no questions to answer")
-    return first_n(questions, cfg, "answers.limit")
+    return questions if limit is None else questions[:limit]
 
 
 @dataclass(frozen=True)
@@ -128,18 +117,18 @@ class Answered:
         return self.answered / self.elapsed if self.elapsed else None
 
 
-def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> dict[str, Any]:
-    """Answer the questions (``answers.shard=i/n``: one shard of them); ``merge``: join the finished shards instead."""
-    shard = Shard.from_config(cfg)  # checked in merge mode too
-    devices = [] if merge else worker_devices(cfg)
+def run_answers(settings: AnswersStageSettings, cultures: list[str], runtime: StageRuntime) -> dict[str, Any]:
+    """Answer the questions (``answers.shard=i/n``: one shard of them; ``settings.merge``: join the finished shards
+    instead); ``runtime``: the engine, W&B run and workers' configs, bound to the composed config by the entry point."""
+    shard, devices, merge = settings.shard, list(settings.devices), settings.merge
     if devices and shard is not None:
         raise CultureSPAError(
             f"engine.devices={len(devices)} with answers.shard={shard.label}: the stage splits itself over the "
             "devices; leave answers.shard unset, or set engine.devices=1 to answer one shard"
         )
-    plan = plan_answers(cfg, cultures, None if merge else shard, merge)
+    plan = plan_answers(settings, cultures, None if merge else shard, merge)
     if merge:  # stage=merge-answers: the shards of each file, checked and joined (merge_answers.py)
-        chunk, overwrite = resume_chunk(cfg), outputs.overwrite_requested(cfg)
+        chunk, overwrite = settings.chunk, settings.overwrite
         merged = [
             merge_one(p.file.path, p.fingerprint, p.keys, chunk, overwrite, len(p.file.questions)) for p in plan.files
         ]
@@ -152,51 +141,42 @@ def run_answers(cfg: DictConfig, cultures: list[str], merge: bool = False) -> di
     if not plan.todo:
         return summary
     if devices:  # engine.devices=N: N worker processes, one shard each, then merged
-        return summary | answer_on_devices(cfg, plan, devices)
-    from culturespa.infer.engine import Engine  # torch: heavy, loaded only when there is something to answer
-
-    engine = Engine.from_config(cfg)
-    with stage_run(cfg, "answers") as run:
+        return summary | answer_on_devices(settings, runtime, plan, devices)
+    engine = runtime.engine()  # torch: heavy, loaded only when there is something to answer
+    with runtime.track() as run:
         done = answer_planned(engine, plan)
         record_answers(run, plan, done)
     return summary | {"invalid": done.invalid, "answered": done.answered, "answers_per_s": done.per_second}
 
 
-def plan_answers(cfg: DictConfig, cultures: list[str], shard: Shard | None, merge: bool = False) -> AnswersPlan:
+def plan_answers(
+    settings: AnswersStageSettings, cultures: list[str], shard: Shard | None, merge: bool = False
+) -> AnswersPlan:
     """Check the settings and templates, load the questions and decide each file's action (``merge``: leave that to
     the merge); no model is loaded."""
     from culturespa.infer.engine import Decoding  # torch: heavy; checking the decoding settings needs it
 
-    acfg = cfg.answers
-    setting = str(acfg.setting)
-    decoding = Decoding.from_config(cfg.decoding)
-    chunk, overwrite = resume_chunk(cfg), outputs.overwrite_requested(cfg)
-    builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
-    wvs = WVSData.load(cfg.paths.wvs_dir) if setting == "cct" or str(acfg.input) == "wvs" else None
-    questions = load_answer_questions(cfg, wvs)
+    setting, seed = settings.setting, settings.seed
+    decoding = Decoding.from_config(settings.decoding)
+    chunk, overwrite = settings.chunk, settings.overwrite
+    builder = PromptBuilder(PromptStyle.from_config(settings.templates, settings.prompt))
+    wvs = WVSData.load(settings.wvs_dir) if setting == "cct" or str(settings.answers.input) == "wvs" else None
+    questions = load_answer_questions(settings, wvs)
     targets: list[str | None] = [None] if setting == "unaware" else list(cultures)
-    runs = sample_runs(cfg, setting)  # k samples (x (1 + noise replicates) unaware) per question when sampling
-    n_similar = int(OmegaConf.select(cfg, "answers.n_similar", default=3))
+    runs = settings.runs(setting)  # k samples (x (1 + noise replicates) unaware) per question when sampling
+    n_similar = int(settings.answers.n_similar)
     similar = {c: similar_cultures(wvs, c, n_similar) for c in targets if setting == "cct" and c is not None}
     builder.system_prompt(setting, targets[0], *similar.get(targets[0], ((), ())))  # template errors before loading
-    base = {
-        "model": outputs.plain(cfg, "model"),
-        "decoding": outputs.plain(cfg, "decoding"),
-        "templates": outputs.plain(cfg, "templates.answer"),
-        "seed": int(cfg.seed),
-        "setting": setting,
-    }
+    base = {**settings.identity, "setting": setting}
     files = []
     for culture in targets:
         near, far = similar.get(culture, ((), ()))
         fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
-        path = answers_file(str(acfg.output_dir), setting, culture)
+        path = answers_file(str(settings.answers.output_dir), setting, culture)
         if shard is not None:  # answers.shard=i/n: its own file, fingerprint and share of the questions
             path, fp = shard.path(path), shard_fingerprint(shard, fp, chunk)
         asker = _asker(builder, setting, culture, near, far)
-        file = AnswerFile(
-            path, setting, culture, questions, asker, runs=runs, chunk=chunk, shard=shard, seed=int(cfg.seed)
-        )
+        file = AnswerFile(path, setting, culture, questions, asker, runs=runs, chunk=chunk, shard=shard, seed=seed)
         keys = file.keys()
         files.append(FilePlan(file, fp, keys, "merge" if merge else _action(path, fp, set(keys), overwrite)))
     return AnswersPlan(setting, decoding, runs, files)
@@ -242,17 +222,20 @@ def answer_planned(engine: Engine, plan: AnswersPlan) -> Answered:
     return done
 
 
-def answer_on_devices(cfg: DictConfig, plan: AnswersPlan, devices: list[str]) -> dict[str, Any]:
+def answer_on_devices(
+    settings: AnswersStageSettings, runtime: StageRuntime, plan: AnswersPlan, devices: list[str]
+) -> dict[str, Any]:
     """The files still to do as one shard per device, answered by worker processes at once, then merged; a rerun
-    after a crash resumes every shard from its own part file."""
+    after a crash resumes every shard from its own part file. Each worker re-enters the stage with a copy of the
+    composed config (``runtime.worker_config``) that names its shard."""
     n, todo = len(devices), plan.todo
     cultures = [p.file.culture for p in todo if p.file.culture is not None]
-    folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=None) or plan.files[0].file.path.parent))
+    folder = settings.workers_dir or plan.files[0].file.path.parent
     jobs = [
         Job(
             f"answers shard {i}/{n}",
             answer_shard,
-            shard_config(cfg, {"answers.shard": Shard(i, n).label}),
+            runtime.worker_config({"answers.shard": Shard(i, n).label}),
             folder / "workers" / f"answers-{plan.setting}.shard-{i}-of-{n}.log",
             (cultures,),
         )
@@ -261,7 +244,7 @@ def answer_on_devices(cfg: DictConfig, plan: AnswersPlan, devices: list[str]) ->
     started = time.perf_counter()
     shards = run_jobs(jobs, devices)
     elapsed = time.perf_counter() - started
-    chunk, overwrite = resume_chunk(cfg), outputs.overwrite_requested(cfg)
+    chunk, overwrite = settings.chunk, settings.overwrite
     for p in todo:
         merge_one(p.file.path, p.fingerprint, p.keys, chunk, overwrite, len(p.file.questions))
     answered = sum(int(s.get("answered") or 0) for s in shards)
@@ -270,18 +253,11 @@ def answer_on_devices(cfg: DictConfig, plan: AnswersPlan, devices: list[str]) ->
     return {"invalid": invalid, "answered": answered, "answers_per_s": answered / elapsed, "workers": n}
 
 
-def shard_config(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with ``values`` set (a worker's shard)."""
-    copied = copy.deepcopy(cfg)
-    with open_dict(copied):
-        for key, value in values.items():
-            OmegaConf.update(copied, key, value, force_add=True)
-    return copied
-
-
 def answer_shard(cfg: DictConfig, cultures: list[str] | None = None) -> dict[str, Any]:
-    """A worker's job: the answers stage for its ``answers.shard`` (``cultures``: only those still to do)."""
-    return run_answers(cfg, validate_config(cfg) if cultures is None else cultures)
+    """A worker's job: the answers stage for its ``answers.shard`` (``cultures``: only those still to do). A worker
+    process starts from the pickled config, so it is an entry point: it reads the settings and binds the runtime."""
+    cultures = validate_config(cfg) if cultures is None else cultures
+    return run_answers(AnswersStageSettings.from_config(cfg), cultures, StageRuntime.bind(cfg, "answers"))
 
 
 def record_answers(run: StageRun, plan: AnswersPlan, done: Answered) -> None:

@@ -15,15 +15,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from culturespa.answers.answers_settings import AnswersStageSettings
 from culturespa.answers.stage import run_answers
 from culturespa.config import validate_config
 from culturespa.errors import CultureSPAError
 from culturespa.pairs.stage import PairsSettings, run_pairs
 from culturespa.questions.filter import FilterStageSettings, run_filter
+from culturespa.questions.settings import QuestionsStageSettings
 from culturespa.questions.workers import run_questions_on_devices
 from culturespa.stages import provenance
 from culturespa.stages.identity import GENERATE_STAGES
 from culturespa.stages.lineage import filter_source
+from culturespa.stages.runtime import StageRuntime
 from culturespa.stages.tracking import tracker
 from culturespa.train.export import run_export
 
@@ -37,11 +40,13 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     cultures = validate_config(cfg, stage=stage)
     inputs = provenance.check_generate(cfg, stage)
     if stage == "questions":
-        summary = run_questions_on_devices(cfg)  # engine.devices > 1: one worker per device
+        questions = QuestionsStageSettings.from_config(cfg)  # engine.devices > 1: one worker per device
+        summary = run_questions_on_devices(questions, StageRuntime.bind(cfg, "questions"))
     elif stage == "filter":
         summary = run_filter(FilterStageSettings.from_config(cfg), tracker(cfg, "filter"))
     elif stage in ("answers", "merge-answers"):
-        summary = run_answers(cfg, cultures, merge=stage == "merge-answers")
+        answers = AnswersStageSettings.from_config(cfg, merge=stage == "merge-answers")
+        summary = run_answers(answers, cultures, StageRuntime.bind(cfg, "answers"))
     elif stage == "export":
         return run_export(cfg, cultures)
     else:

@@ -17,6 +17,9 @@ known (a finished slot, a failed slot, and also each retried attempt as a ``{"id
 line). A rerun replays the step loop from the start: requests whose outcome is in the part file are not sent to the
 model, so every step, every slot's attempt counter and every set of examples a slot sees are rebuilt exactly as the
 uninterrupted run had them, and only the attempts that never finished are asked again.
+
+The stage reads its settings once (``QuestionsStageSettings``); the engine and the W&B run, which need the composed
+config itself, come bound to it (``stages/runtime.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from culturespa.data.jsonl import ResumableJsonl, read_jsonl, refuse_fewer
 from culturespa.data.questions import Question
 from culturespa.data.survey import WVSData
@@ -37,9 +38,9 @@ from culturespa.data.topics import TOPIC_NAMES
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
 from culturespa.questions.json_extract import Extracted, extract_question, strict_question
 from culturespa.questions.progress import ReplyBar
-from culturespa.questions.settings import Attempt, Settings, fingerprint, question_id
+from culturespa.questions.settings import Attempt, QuestionsStageSettings, Settings, question_id
 from culturespa.stages import outputs
-from culturespa.stages.tracking import stage_run
+from culturespa.stages.runtime import StageRuntime
 
 log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 50
@@ -216,14 +217,14 @@ class Plan:
     prefix: str  # the text each reply is started with
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> Plan:
-        settings = Settings.from_config(cfg)
-        wvs = WVSData.load(cfg.paths.wvs_dir)
-        builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
+    def from_settings(cls, stage: QuestionsStageSettings) -> Plan:
+        settings = stage.questions
+        wvs = WVSData.load(stage.wvs_dir)
+        builder = PromptBuilder(PromptStyle.from_config(stage.templates, stage.prompt))
         return cls(
             settings=settings,
-            output=Path(str(cfg.questions.output)),
-            fingerprint=fingerprint(cfg),
+            output=stage.output,
+            fingerprint=stage.fingerprint,
             expected=[k for t in settings.topics for k in settings.slot_ids(t)],
             real={t: wvs.questions_of_topic(TOPIC_NAMES[t]) for t in settings.topics},
             builder=builder,
@@ -246,9 +247,10 @@ def _open_store(plan: Plan, finished: dict[str, dict[str, Any]], keep: str | Non
     return store, Progress(resolved={k: store.records[k] for k in carried if k in store.records})
 
 
-def run_questions(cfg: DictConfig) -> dict[str, Any]:
-    plan = Plan.from_config(cfg)
-    action = outputs.prepare(plan.output, plan.fingerprint, outputs.overwrite_requested(cfg))
+def run_questions(stage: QuestionsStageSettings, runtime: StageRuntime) -> dict[str, Any]:
+    """The stage on one process (``runtime``: the engine and W&B run, bound to the config by the entry point)."""
+    plan = Plan.from_settings(stage)
+    action = outputs.prepare(plan.output, plan.fingerprint, stage.overwrite)
     finished = _finished_slots(plan.output) if action == "skip" else {}
     if action == "skip" and set(plan.expected) <= set(finished):
         n = sum(not finished[k].get("failed") for k in plan.expected)
@@ -259,14 +261,12 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
         )
         return {"stage": "questions", "output": str(plan.output), "generated": n, "skipped": True}
 
-    keep = None if outputs.overwrite_requested(cfg) else "set questions.output=<another file>, or overwrite=true"
+    keep = None if stage.overwrite else "set questions.output=<another file>, or overwrite=true"
     if keep and action == "fresh":  # fewer slots than the finished file holds: it could only shrink (before any work)
         refuse_fewer(plan.output, len(plan.expected), keep)
 
-    from culturespa.infer.engine import Engine  # loads torch and transformers: only once there is work to do
-
     store, progress = _open_store(plan, finished, keep)
-    engine = Engine.from_config(cfg)
+    engine = runtime.engine()  # loads torch and transformers: only once there is work to do
     started = time.perf_counter()
     done_before = sum(k in store.records for k in plan.expected)
     bar = ReplyBar(len(plan.expected), plan.settings.max_retries + 1, done_before)
@@ -282,18 +282,18 @@ def run_questions(cfg: DictConfig) -> dict[str, Any]:
             store.part,
             progress.new_replies,
         )
-    return record_outcome(cfg, plan, store, progress, time.perf_counter() - started)
+    return record_outcome(runtime, plan, store, progress, time.perf_counter() - started)
 
 
 def record_outcome(
-    cfg: DictConfig, plan: Plan, store: ResumableJsonl, progress: Progress, elapsed: float
+    runtime: StageRuntime, plan: Plan, store: ResumableJsonl, progress: Progress, elapsed: float
 ) -> dict[str, Any]:
     """Write the final file and its sidecar, log the run, and return the stage summary."""
     good = [k for k in plan.expected if k in store.records and not store.records[k].get("failed")]
     failed = [store.records[k] for k in plan.expected if k in store.records and store.records[k].get("failed")]
     bad_json = sum(r["attempts"] for r in failed) + sum(store.records[k]["meta"]["attempts"] - 1 for k in good)
     rate = progress.new_replies / elapsed if elapsed else None
-    with stage_run(cfg, "questions") as run:
+    with runtime.track() as run:
         store.finish(order=good)
         outputs.mark(
             plan.output, plan.fingerprint, complete=True, generated=len(good), bad_json=bad_json, failed=failed

@@ -1,15 +1,18 @@
 """Settings of stage ``questions`` (``cfg.questions``, checked by ``settings.QuestionsSettings``), its attempts as records, and the fingerprint that
-decides whether a finished or partial output file belongs to a config."""
+decides whether a finished or partial output file belongs to a config; ``QuestionsStageSettings``: all the stage reads
+from the composed config, read once at its entry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
+from culturespa.infer.workers import worker_devices
 from culturespa.settings import QuestionsSettings, check_group
 from culturespa.stages import outputs
 
@@ -133,3 +136,35 @@ def fingerprint(cfg: DictConfig) -> str:
             "template": outputs.plain(cfg, "templates.question_generation"),
         }
     )
+
+
+@dataclass(frozen=True)
+class QuestionsStageSettings:
+    """What the questions stage reads from the composed config, typed; built once by the entry point (a worker
+    process builds its own from the config of its share of the topics)."""
+
+    questions: Settings
+    output: Path  # questions.output
+    fingerprint: str  # of the output file (``fingerprint``): the same for every share of the topics
+    overwrite: bool
+    wvs_dir: str | None
+    templates: dict[str, Any]  # resolved ``templates`` and ``prompt`` nodes: ``PromptStyle.from_config`` reads them
+    prompt: dict[str, Any]
+    devices: tuple[str, ...]  # engine.devices > 1: one worker per device (empty: this process)
+    workers_dir: Path | None  # paths.output_dir: where worker logs go (None: next to the output)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> QuestionsStageSettings:
+        devices = tuple(worker_devices(cfg))  # checked first, as the stage always did
+        workers_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+        return cls(
+            questions=Settings.from_config(cfg),
+            output=Path(str(cfg.questions.output)),
+            fingerprint=fingerprint(cfg),
+            overwrite=outputs.overwrite_requested(cfg),
+            wvs_dir=cfg.paths.wvs_dir,
+            templates=outputs.plain(cfg, "templates"),
+            prompt=outputs.plain(cfg, "prompt"),
+            devices=devices,
+            workers_dir=Path(str(workers_dir)) if workers_dir else None,
+        )

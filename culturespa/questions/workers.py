@@ -8,53 +8,52 @@ fingerprint leaves the topics out); the join writes ``{name}.jsonl`` and its sid
 topic, slot by slot. With greedy decoding (``questions.temperature=0``) the content is the one-process content as long
 as a prompt's reply does not depend on its batch partners (on CPU a logit may change in its last bits with them, so a
 near tie can flip; no such flip in the tests). A finished or part-written output of one process is left to one
-process (extending or resuming it).
+process (extending or resuming it). A worker re-enters the stage (``run_share``) with a copy of the composed config
+that names its topics and file (``runtime.worker_config``), and reads its own settings from it.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from culturespa.data.jsonl import read_jsonl, write_jsonl
 from culturespa.errors import fail
-from culturespa.infer.workers import Job, run_jobs, worker_devices
+from culturespa.infer.workers import Job, run_jobs
 from culturespa.questions.generate import run_questions
-from culturespa.questions.settings import Settings, fingerprint
+from culturespa.questions.settings import QuestionsStageSettings
 from culturespa.stages import outputs
+from culturespa.stages.runtime import StageRuntime
 
 log = logging.getLogger("culturespa.generate")
 
 
-def run_questions_on_devices(cfg: DictConfig) -> dict[str, Any]:
+def run_questions_on_devices(stage: QuestionsStageSettings, runtime: StageRuntime) -> dict[str, Any]:
     """Stage ``questions``: on one process (``engine.devices=1``, or an output that one process started), else
     one worker per device, each on its share of the topics, then joined."""
-    devices = worker_devices(cfg)
-    output = Path(str(cfg.questions.output))
-    overwrite = outputs.overwrite_requested(cfg)
-    if not devices or (not overwrite and outputs.prepare(output, fingerprint(cfg), False) != "fresh"):
-        return run_questions(cfg)
-    settings = Settings.from_config(cfg)
-    n = min(len(devices), len(settings.topics))
-    shares = [settings.topics[i::n] for i in range(n)]
-    folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=None) or output.parent))
+    devices, output, fp = list(stage.devices), stage.output, stage.fingerprint
+    if not devices or (not stage.overwrite and outputs.prepare(output, fp, False) != "fresh"):
+        return run_questions(stage, runtime)
+    topics = stage.questions.topics
+    n = min(len(devices), len(topics))
+    shares = [topics[i::n] for i in range(n)]
+    folder = stage.workers_dir or output.parent
     jobs = [
         Job(
             f"questions shard {i}/{n}",
-            run_questions,
-            _share_config(cfg, share, _shard_path(output, i, n)),
+            run_share,
+            runtime.worker_config({"questions.topics": share, "questions.output": str(_shard_path(output, i, n))}),
             folder / "workers" / f"questions.shard-{i}-of-{n}.log",
         )
         for i, share in enumerate(shares)
     ]
     started = time.perf_counter()
     parts = run_jobs(jobs, devices[:n])
-    return join_questions(cfg, settings, output, n) | {
+    return join_questions(stage, n) | {
         "replies_this_run": sum(int(p.get("replies_this_run") or 0) for p in parts),
         "replies_per_s": None,
         "seconds": time.perf_counter() - started,
@@ -66,20 +65,18 @@ def _shard_path(output: Path, index: int, count: int) -> Path:
     return output.with_name(f"{output.stem}.shard-{index}-of-{count}{output.suffix}")
 
 
-def _share_config(cfg: DictConfig, topics: list[int], output: Path) -> DictConfig:
-    copied = copy.deepcopy(cfg)
-    with open_dict(copied):
-        copied.questions.topics = list(topics)
-        copied.questions.output = str(output)
-    return copied
+def run_share(cfg: DictConfig) -> dict[str, Any]:
+    """A worker's job: the stage on its share of the topics. A worker process starts from the pickled config, so it
+    is an entry point: it reads the settings and binds the runtime."""
+    return run_questions(QuestionsStageSettings.from_config(cfg), StageRuntime.bind(cfg, "questions"))
 
 
-def join_questions(cfg: DictConfig, settings: Settings, output: Path, count: int) -> dict[str, Any]:
-    """Write ``output`` and its sidecar from the workers' finished files, as one process writes them."""
+def join_questions(stage: QuestionsStageSettings, count: int) -> dict[str, Any]:
+    """Write the output and its sidecar from the workers' finished files, as one process writes them."""
     good: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
     bad_json = 0
-    fp = fingerprint(cfg)
+    settings, output, fp = stage.questions, stage.output, stage.fingerprint
     for index in range(count):
         part = _shard_path(output, index, count)
         meta = outputs.read_meta(part)
