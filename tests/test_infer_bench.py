@@ -34,8 +34,22 @@ def test_bench_runs_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert out[mode]["finished_row_share"] == 0 and out[mode]["decode_row_steps"] > 0
         assert out[f"{mode}-static"]["decode_row_steps"] >= out[mode]["decode_row_steps"]
         assert out[f"{mode}-static"]["schedule"] == "static" and out[mode]["schedule"] == "continuous"
+    lo, hi = out["paper"]["seconds_per_prompt_95"]  # the ratio's interval comes from the paper loop's spread
+    assert lo <= 1 / out["paper"]["prompts_per_s"] <= hi
+    low, high = out["sample@5"]["speedup_vs_paper_95"]
+    assert low <= out["sample@5"]["speedup_vs_paper"] <= high
     assert bench.seeded_subset(list(range(10)), 4) == bench.seeded_subset(list(range(10)), 4) != list(range(4))
     printed = capsys.readouterr().out
     assert "paper loop" in printed and "vs paper loop" in printed and "floor" in printed
     # bf16 speed depends on the CPU: every figure line names the CPU capability it was measured on
     assert out["cpu"] and all(f"[CPU {out['cpu']}]" in line for line in printed.splitlines() if "/s" in line)
+
+
+def test_bench_runs_only_the_rows_asked_in_the_dtype_asked(tmp_path: Path) -> None:
+    out = bench.main(
+        ["--model", "tiny_random", "--questions", "2", "--cultures", "USA", "--paper-prompts", "2", "--long-tokens",
+         "4", "--long-prompts", "0", "--dtype", "bfloat16", "--only", "greedy@4", "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert [name for name in ("sample", "greedy", "logprob", "sample@4", "greedy@4") if name in out] == ["greedy@4"]
+    assert out["greedy@4"]["prompts"] == 2 and "bfloat16" in out["dtype"]
+    assert bench.interval([2.0]) == (2.0, 2.0) and bench.interval([1.0, 3.0])[0] < 2.0 < bench.interval([1.0, 3.0])[1]

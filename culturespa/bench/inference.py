@@ -15,8 +15,12 @@ The paper's own decoding (sampling, up to 256 new tokens) is timed twice more on
 batches it replaced, in the same process (so the ratio holds on a busy machine), each with the share of decode
 row-steps spent on rows whose reply had already ended. The paper loop's rate per prompt is what the ratios compare.
 
-Run: ``python -m culturespa.bench.inference [--questions 259] [--cultures USA CHN] [--paper-prompts 8] [--long-prompts 96]
-[--ab-static] [--threads N]``.
+The paper loop's seconds per prompt vary with each reply's length, so every ratio to it carries a 95 % interval from
+the spread over its sampled prompts. ``--dtype bfloat16`` runs the paper loop and the generation rows in bf16 (what
+``model.dtype=auto`` picks on CPUs with AVX512-BF16 or AMX); ``--only`` runs the named engine rows alone.
+
+Run: ``python -m culturespa.bench.inference [--questions 259] [--cultures USA CHN] [--paper-prompts 24]
+[--long-prompts 0] [--ab-static] [--dtype float32|bfloat16] [--only sample@256 ...] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ def build_prompts(cfg: Any, n_questions: int, cultures: Sequence[str]) -> list[A
 
 
 def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, float]:
-    """One prompt at a time with HF ``generate``: (seconds per prompt, valid rate, mean new tokens)."""
+    """One prompt at a time with HF ``generate``: (seconds per prompt, valid rate, mean new tokens, 95 % interval of
+    the seconds per prompt)."""
 
     tok, model = engine.tokenizer, engine.model
     valid, new_tokens = 0, 0
@@ -106,8 +111,9 @@ def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, floa
             do_sample=False,
             pad_token_id=engine.pad_id,
         )
-    start = time.perf_counter()
+    start, times = time.perf_counter(), []
     for req in requests:
+        began = time.perf_counter()
         ids = tok(engine.render(req.messages), add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
             out = model.generate(
@@ -120,8 +126,20 @@ def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, floa
         reply = out[0, ids.shape[1] :]
         new_tokens += int(reply.numel())
         valid += parse_answer(tok.decode(reply, skip_special_tokens=True), req.numbers) is not None
+        times.append(time.perf_counter() - began)
     n = len(requests)
-    return (time.perf_counter() - start) / n, valid / n, new_tokens / n
+    return (time.perf_counter() - start) / n, valid / n, new_tokens / n, interval(times)
+
+
+def interval(times: Sequence[float]) -> tuple[float, float]:
+    """95 % interval of the mean seconds per prompt (normal approximation over the sampled prompts: reply lengths,
+    and so times, vary from prompt to prompt much more than between runs)."""
+    n = len(times)
+    mean = sum(times) / n
+    if n < 2:
+        return mean, mean
+    half = 1.96 * (sum((t - mean) ** 2 for t in times) / (n - 1)) ** 0.5 / n**0.5
+    return max(mean - half, 1e-9), mean + half
 
 
 def run_engine(engine: Any, requests: Sequence[Any], decoding: Any, rounds: int = 2) -> dict[str, Any]:
@@ -170,14 +188,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model preset")
     parser.add_argument("--questions", type=int, default=259, help="WVS questions, spread over all topics")
     parser.add_argument("--cultures", nargs="+", default=["USA", "CHN"])
-    parser.add_argument("--paper-prompts", type=int, default=8, help="prompts the paper-style loop answers per round")
+    parser.add_argument("--paper-prompts", type=int, default=24, help="prompts the paper-style loop answers per round")
     parser.add_argument("--rounds", type=int, default=2, help="logprob rounds (best counts)")
     parser.add_argument("--gen-rounds", type=int, default=1, help="sample/greedy rounds (best counts)")
     parser.add_argument("--gen-tokens", type=int, default=16, help="sample/greedy max new tokens")
     parser.add_argument("--long-tokens", type=int, default=PAPER["max_new_tokens"], help="paper-decoding rows' max")
-    parser.add_argument("--long-prompts", type=int, default=96, help="seeded subset for them (0 = every prompt)")
+    parser.add_argument("--long-prompts", type=int, default=0, help="seeded subset for them (0 = every prompt)")
     parser.add_argument("--ab-static", action="store_true", help="also time them with static batches (before)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="model dtype of the paper loop and the "
+        "sample/greedy rows (bfloat16 = what model.dtype=auto picks on CPUs with AVX512-BF16 or AMX)",
+    )
+    parser.add_argument("--only", nargs="+", default=None, help="run only these engine rows (e.g. sample@256)")
     parser.add_argument(
         "--max-padding", type=float, default=0.1, help="engine.max_padding (negative = fixed-size batches)"
     )
@@ -199,7 +225,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = [f"model={args.model}", "model.dtype=float32", "logger=none"]  # fp32 baseline; bf16 below
+    overrides = [f"model={args.model}", f"model.dtype={args.dtype}", "logger=none"]  # the baseline; bf16 logprob below
     cfg = compose("generate", overrides, output_dir=args.output_dir)
     engine = Engine.from_config(cfg)
     engine.batch_size = args.batch_size
@@ -212,6 +238,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, list[Any], dict[str, Any]]:
         "prompts": len(requests),
         "params": sum(p.numel() for p in engine.model.parameters()),
         "threads": torch.get_num_threads(),
+        "dtype": str(engine.model.dtype),
         "prompt_tokens": total_tokens,
         "non_prefix_tokens": own_tokens,
         "batched_tokens": run_tokens,
@@ -238,13 +265,13 @@ def modes(args: argparse.Namespace, n_long: int) -> list[tuple[str, Any, torch.d
     """(row name, decoding, model dtype, rounds, engine.schedule, on the long subset) of every engine row."""
 
     paper, long = (PAPER["temperature"], PAPER["top_p"]), args.long_tokens
+    base = getattr(torch, args.dtype)
     rows = [
-        ("sample", Decoding("sample", *paper, args.gen_tokens), torch.float32, args.gen_rounds, "continuous", False),
-        ("greedy", Decoding("greedy", max_new_tokens=args.gen_tokens), torch.float32, args.gen_rounds, "continuous",
-         False),
-        (f"sample@{long}", Decoding("sample", *paper, long), torch.float32, 1, "continuous", True),
-        (f"greedy@{long}", Decoding("greedy", max_new_tokens=long), torch.float32, 1, "continuous", True),
-    ]  # fmt: skip
+        ("sample", Decoding("sample", *paper, args.gen_tokens), base, args.gen_rounds, "continuous", False),
+        ("greedy", Decoding("greedy", max_new_tokens=args.gen_tokens), base, args.gen_rounds, "continuous", False),
+        (f"sample@{long}", Decoding("sample", *paper, long), base, 1, "continuous", True),
+        (f"greedy@{long}", Decoding("greedy", max_new_tokens=long), base, 1, "continuous", True),
+    ]
     if args.ab_static:
         rows += [(f"{name}-static", dec, dt, r, "static", True) for name, dec, dt, r, _, on_long in rows[2:4]]
     logprob = Decoding("logprob")
@@ -252,6 +279,8 @@ def modes(args: argparse.Namespace, n_long: int) -> list[tuple[str, Any, torch.d
         ("logprob", logprob, torch.float32, args.rounds, "continuous", False),
         ("logprob-bf16", logprob, torch.bfloat16, args.rounds, "continuous", False),
     ]
+    if args.only:
+        rows = [row for row in rows if row[0] in args.only]
     if n_long == 0:
         rows = [row for row in rows if not row[5]]
     return rows
@@ -325,24 +354,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paper_rounds = [paper_loop(engine, paper_requests)]
     print(f"  paper loop   : {1 / paper_rounds[0][0]:8.2f} prompts/s  (round 1, {label})  {cap}", flush=True)
     names = engine_rows(args, engine, requests, out, cap)
-    paper_rounds.append(paper_loop(engine, paper_requests))  # again, on the fp32 model it ran on before
-    paper_s, paper_valid, paper_new = min(paper_rounds)
+    paper_rounds.append(paper_loop(engine, paper_requests))  # again, on the model it ran on before
+    paper_s, paper_valid, paper_new, (paper_lo, paper_hi) = min(paper_rounds)
     out["paper"] = {
         "prompts_per_s": 1 / paper_s,
         "rounds_prompts_per_s": [1 / r[0] for r in paper_rounds],
         "valid": paper_valid,
         "mean_new_tokens": paper_new,
+        "seconds_per_prompt_95": [paper_lo, paper_hi],
         "prompts": len(paper_requests),
         "subset": label,
     }
     print(
         f"  paper loop   : {1 / paper_s:8.2f} prompts/s  valid {paper_valid:6.1%}  "
         f"(best of rounds {', '.join(f'{1 / r[0]:.2f}' for r in paper_rounds)}; {label}, "
-        f"{paper_new:.0f} new tokens each on average; its rate per prompt is compared)  {cap}"
+        f"{paper_new:.0f} new tokens each on average, {paper_s:.2f} s per prompt [95 % {paper_lo:.2f}, "
+        f"{paper_hi:.2f}]; its rate per prompt is compared)  {cap}"
     )
     for name in names:
-        out[name]["speedup_vs_paper"] = out[name]["prompts_per_s"] * paper_s
-        print(f"  {name:13s}: x{out[name]['speedup_vs_paper']:6.1f} vs paper loop  {cap}")
+        rate = out[name]["prompts_per_s"]
+        out[name]["speedup_vs_paper"] = rate * paper_s
+        out[name]["speedup_vs_paper_95"] = [rate * paper_lo, rate * paper_hi]
+        print(
+            f"  {name:13s}: x{rate * paper_s:6.1f} vs paper loop [95 % {rate * paper_lo:.1f}, {rate * paper_hi:.1f}: "
+            f"from the paper loop's prompt-to-prompt spread]  {cap}"
+        )
     return out
 
 
