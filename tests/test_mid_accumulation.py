@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -110,3 +111,18 @@ def test_resume_line_names_the_micro_batches_of_a_step_cut_short(tmp_path: Path)
     assert line.startswith("resuming from step 0 + 12 of 32 micro-batches of step 1 of 40 (checkpoint written ")
     assert line.endswith(f", reason: wall time): {tmp_path / LAST}")
     assert resume_line(None, 40) == "no checkpoint yet: starting from step 0"
+
+
+def test_the_first_job_of_a_command_counts_its_start_up(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train.py` killed 70 s after it was typed: the minute counts from the command's start (imports, model load),
+    not from the first micro-batch; a composed config (tests, the pipeline's stages) keeps the training clock."""
+    from hydra.types import RunMode
+
+    from culturespa.train import checkpoints
+
+    monkeypatch.setitem(checkpoints._clock, "command_counted", False)
+    make_cfg("train", [])
+    assert checkpoints.command_age() == 0.0  # composed: Hydra's mode is None, no command
+    monkeypatch.setattr(checkpoints.HydraConfig, "get", staticmethod(lambda: SimpleNamespace(mode=RunMode.RUN)))
+    assert checkpoints.command_age() > 0.0  # this process started before the test
+    assert checkpoints.command_age() == 0.0  # a later job of the same command: its own clock

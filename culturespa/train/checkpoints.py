@@ -3,7 +3,9 @@
 Checkpoints come every ``sft.save_every_n_steps`` optimiser steps and every ``sft.checkpoint_minutes`` of training
 (whichever comes first); each records when and why it was written, and a resumed run says which one it continues from.
 A wall-time checkpoint may fall mid-accumulation (one optimiser step of the paper's global batch can outlast the
-clock on a CPU): it then also holds the gradients accumulated so far, and resuming continues that step exactly.
+clock on a CPU): it then also holds the gradients accumulated so far, and resuming continues that step exactly. For
+the first job of a command the clock counts from the command's start, not from the model's load: a kill a minute and
+some seconds after typing ``python train.py ...`` finds a checkpoint.
 
 The final folder is written by rank 0 from inside the training process (so it works with ``ddp_spawn`` too) into a
 temporary sibling and renamed into place: a failed or killed run never leaves a half-written adapter behind.
@@ -24,6 +26,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from culturespa.errors import CultureSPAError
@@ -41,6 +44,22 @@ PREVIOUS = "previous.ckpt"
 # step}, in every checkpoint; micro_batches > 0 only mid-accumulation, whose gradients then travel under GRADS_KEY
 WHY_KEY = "culturespa_checkpoint"
 GRADS_KEY = "culturespa_accumulated_grads"  # {parameter name: .grad} of the trainable parameters, mid-accumulation
+_clock = {"command_counted": False}  # the command's start-up counts towards the first job's clock only
+
+
+def command_age() -> float:
+    """Seconds since this command's process started (Linux ``/proc``), for the first training job of a ``@hydra.main``
+    command (its Hydra mode is set; ``compose`` leaves it None); 0 otherwise (a library call or a test, whose process
+    is not the user's command, or a later job)."""
+    if _clock["command_counted"] or not HydraConfig.initialized() or HydraConfig.get().mode is None:
+        return 0.0
+    _clock["command_counted"] = True
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class KeepTwoCheckpoint(ModelCheckpoint):
@@ -70,7 +89,8 @@ class KeepTwoCheckpoint(ModelCheckpoint):
             self._last_global_step_saved = int(trainer.global_step)
         restore_grads(pl_module, self._pending_grads)
         self._pending_grads = {}
-        self._saved_at = time.monotonic()  # the clock starts with training, after the model has loaded
+        # the clock starts with training, after the model has loaded; the first job of a command counts its start-up
+        self._saved_at = time.monotonic() - command_age()
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
