@@ -127,3 +127,66 @@ def test_empty_stage_by_stage_filter_stops_there(make_cfg, tmp_path: Path) -> No
         generate(cfg)
     assert "the filter kept 0 of 0 questions (its input holds no questions)" in str(err.value)
     assert "filter.input=paper" in str(err.value)
+
+
+# ---- adapters: provenance in culturespa.json, checked by evaluation ------------------------------------------------
+def _adapter_meta(folder: Path, meta: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "culturespa.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.slow
+def test_an_adapter_trained_on_debug_pairs_warns_its_evaluation(make_cfg, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """The quickstart's `debug=default` then a real evaluation of its adapter: each differing key named once."""
+    from culturespa.train.run import train
+
+    pairs = _pairs_made_under(make_cfg, tmp_path / "pairs", "debug=default")
+    out = tmp_path / "out"
+    args = ["debug=default", "model=tiny_random", "cultures=[USA,CHN]", f"sft.pairs_dir={pairs}"]
+    result = train(make_cfg("train", [*args, f"sft.output_dir={out}", f"logger.csv.save_dir={out}"]))
+    adapter = Path(result["adapters"]["joint"])
+    entry = json.loads((adapter / "culturespa.json").read_text())["provenance"]
+    assert entry["stage"] == "train"
+    assert entry["made_with"] == {
+        "debug": "default",
+        "model": "tiny_random",
+        "data.criterion": "none",
+        "data.system": "aware",
+    }
+    assert [Path(i["path"]).name for i in entry["inputs"]] == ["USA.jsonl", "CHN.jsonl"]
+    assert all(len(i["sha1"]) > 8 for i in entry["inputs"])
+
+    cfg = make_cfg("evaluate", ["model=tiny_random", "cultures=[USA,CHN]", f"eval.adapter={adapter}"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="culturespa.provenance"):
+        provenance.check_adapters(cfg, [adapter])
+    assert f"adapter {adapter} was made with debug=default, this run has debug=none" in caplog.messages
+    assert f"adapter {adapter} was made with data.criterion=none, this run has data.criterion=answer" in caplog.messages
+    assert len(caplog.messages) == 2
+    caplog.clear()
+    same = make_cfg("evaluate", ["debug=default", "model=tiny_random", "cultures=[USA,CHN]"])
+    with caplog.at_level(logging.WARNING, logger="culturespa.provenance"):
+        provenance.check_adapters(same, [adapter])
+    assert caplog.messages == []
+
+
+def test_a_paper_evaluation_refuses_a_debug_adapter_in_one_line(make_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    made_with = {"debug": "tiny", "model": "llama3_8b_instruct", "data.criterion": "answer", "data.system": "aware"}
+    adapter = _adapter_meta(tmp_path / "adapter", {"base_model": "x", "provenance": {"made_with": made_with}})
+    cfg = make_cfg("evaluate", ["experiment=paper_joint", "cultures=[USA]"])
+    with pytest.raises(CultureSPAError) as err:
+        provenance.check_adapters(cfg, [adapter])
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith(f"{adapter / 'culturespa.json'}: adapter {adapter} was made with debug=tiny, this run has")
+    assert "paper_joint run reads only adapters made under its own settings: train it again" in line
+
+
+def test_adapters_without_provenance_are_unknown_one_warning(make_cfg, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    old = [_adapter_meta(tmp_path / code, {"base_model": "x", "mode": "specific"}) for code in ("USA", "CHN")]
+    cfg = make_cfg("evaluate", ["experiment=paper_specific", "cultures=[USA,CHN]"])
+    with caplog.at_level(logging.WARNING, logger="culturespa.provenance"):
+        provenance.check_adapters(cfg, old)  # unknown is no refusal, even for a paper run
+    assert len(caplog.messages) == 1 and "2 adapter(s) carry no provenance" in caplog.messages[0]
+    assert "so the settings that made them are unknown" in caplog.messages[0]

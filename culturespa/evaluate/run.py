@@ -36,7 +36,7 @@ from culturespa.evaluate.question_table import log_table, model_prompts
 from culturespa.evaluate.references import averages, reference_scores
 from culturespa.evaluate.report import log_results, print_table, write_results
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
-from culturespa.stages import lineage
+from culturespa.stages import lineage, provenance
 from culturespa.utils import artifacts
 from culturespa.utils.tracking import finish_run, start_run
 
@@ -72,6 +72,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_general(cfg: DictConfig, settings: EvaluateSettings) -> dict[str, Any]:
+    plan = resolve_adapters(settings.eval.adapter, list(settings.cultures), settings.model, settings.cache_dir)
+    provenance.check_adapters(cfg, plan.folders.values())  # as the WVS suite, before lm-eval loads anything
     summary = run_general(settings)
     run = start_run(cfg, "evaluate", "general")
     try:
@@ -115,6 +117,7 @@ def _answers(
         return _predicted_answers(settings, wvs, questions), _setting(settings, None), None
     cultures = list(settings.cultures)
     plan = resolve_adapters(settings.eval.adapter, cultures, settings.model, settings.cache_dir)
+    provenance.check_adapters(cfg, plan.folders.values())  # trained on debug or foreign pairs: said (paper: refused)
     setting = _setting(settings, plan.describe())
     setting["adapter_kind"] = plan.kind
     setting["runs"] = effective_runs(cfg)

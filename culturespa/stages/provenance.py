@@ -12,6 +12,9 @@ answers it was built from). A stage that reads a stage file compares that with i
 one warning line (``pairs/USA.jsonl was made with debug=default, this run has debug=none``); under a ``paper_*``
 experiment it is a one-line error instead, since a paper result must never rest on a debug or foreign file. Files
 written before provenance was recorded are "unknown": one warning per run, never an error.
+
+An adapter carries the same entry in its ``culturespa.json`` (``stage: train``: its pairs' ``made_with`` plus
+training's own debug preset and model, and the pairs files as inputs); evaluation compares it the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ OWN: dict[str, tuple[str, ...]] = {
     "merge-answers": ("debug", "model", "decoding"),
     "pairs": ("debug", "data.criterion", "data.system"),
 }
+TRAIN_OWN = ("debug", "model")  # the readable settings training decides itself (the rest: its pairs')
 # The stage whose deciding settings (stages.identity.DECIDING_KEYS) a generate stage's files record.
 _DECIDED_AS = {"merge-answers": "answers"}
 # Artifact roles of lineage specs that are stage files (the pool, the survey and user files are not).
@@ -63,8 +67,13 @@ def sidecar(path: str | Path) -> Path:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    return _read_json(sidecar(path))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file's content; {} when it is missing or unreadable (its provenance is then unknown)."""
     try:
-        data = json.loads(sidecar(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -112,16 +121,31 @@ def input_files(cfg: DictConfig, stage: str) -> list[Path]:
     return [p for p in _stage_files(lineage.generate_inputs(cfg, stage)) if p.is_file()]
 
 
-def record_for(cfg: DictConfig, stage: str, inputs: Sequence[Path]) -> dict[str, Any]:
-    """The provenance entry of a file ``stage`` wrote from ``inputs`` under ``cfg``."""
+def _made_with(cfg: DictConfig, own: Sequence[str], inputs: Sequence[Path]) -> dict[str, Any]:
+    """The inputs' readable settings, overridden by this run's values of the ones it decides itself (``own``)."""
     made_with: dict[str, Any] = {}
     for path in inputs:
         made_with.update((_read(path).get("provenance") or {}).get("made_with") or {})
     mine = current(cfg)
-    made_with.update({name: mine[name] for name in OWN[stage]})
+    made_with.update({name: mine[name] for name in own})
+    return made_with
+
+
+def _listed(inputs: Sequence[Path]) -> list[dict[str, Any]]:
+    return [{"path": str(p), "sha1": _digest(p), "fingerprint": _read(p).get("fingerprint")} for p in inputs]
+
+
+def record_for(cfg: DictConfig, stage: str, inputs: Sequence[Path]) -> dict[str, Any]:
+    """The provenance entry of a file ``stage`` wrote from ``inputs`` under ``cfg``."""
     settings = stage_settings(cfg, _DECIDED_AS.get(stage, stage))
-    listed = [{"path": str(p), "sha1": _digest(p), "fingerprint": _read(p).get("fingerprint")} for p in inputs]
-    return {"stage": stage, "made_with": made_with, "settings": settings, "inputs": listed}
+    made_with = _made_with(cfg, OWN[stage], inputs)
+    return {"stage": stage, "made_with": made_with, "settings": settings, "inputs": _listed(inputs)}
+
+
+def adapter_record(cfg: DictConfig, pairs: Sequence[Path]) -> dict[str, Any]:
+    """The provenance entry of an adapter trained on the pairs files ``pairs`` under ``cfg`` (for its metadata)."""
+    files = [p for p in pairs if p.is_file()]
+    return {"stage": "train", "made_with": _made_with(cfg, TRAIN_OWN, files), "inputs": _listed(files)}
 
 
 def written_files(stage: str, summary: Mapping[str, Any]) -> list[Path]:
@@ -160,33 +184,61 @@ def _name(path: Path) -> str:
 def check_inputs(cfg: DictConfig, files: Sequence[Path], reader: str) -> None:
     """Warn (one line per differing key) when a file ``reader`` reads was made under other deciding settings; under a
     ``paper_*`` experiment that is a one-line error. Files without provenance: one warning for them all."""
-    now = current(cfg)
-    unknown: list[Path] = []
-    for path in files:
-        entry = _read(path).get("provenance")
-        if not isinstance(entry, dict) or not isinstance(entry.get("made_with"), dict):
-            unknown.append(path)
-            continue
-        differ = differences(entry["made_with"], now)
-        if not differ:
-            continue
-        lines = [f"{_name(path)} was made with {k}={was}, this run has {k}={has}" for k, was, has in differ]
-        preset = experiment(cfg)
-        if preset and preset.startswith("paper"):
-            raise CultureSPAError(
-                f"{path}: {'; '.join(lines)}; a {preset} run reads only files made under its own settings: "
-                f"rerun the stage that makes it with this config (or point {reader} at such a file)"
-            )
-        for line in lines:
-            log.warning("%s", line)
+    entries = [(_name(p), p, _read(p).get("provenance")) for p in files]
+    unknown = check_entries(
+        cfg, entries, "files", f"rerun the stage that makes it with this config (or point {reader} at such a file)"
+    )
     if unknown:
         log.warning(
             "%d input file(s) of %s carry no provenance (written before it was recorded), so the settings that made "
             "them are unknown: %s",
             len(unknown),
             reader,
-            ", ".join(_name(p) for p in unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
+            ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
         )
+
+
+def check_adapters(cfg: DictConfig, folders: Iterable[Path]) -> None:
+    """Evaluation's check of the adapters it loads, as :func:`check_inputs` (an adapter trained on debug pairs warns,
+    or stops a ``paper_*`` run); adapters trained before provenance was recorded: one "unknown" warning."""
+    entries = []
+    for folder in folders:
+        meta = _read_json(Path(folder) / lineage.ADAPTER_META_FILE)
+        entries.append((f"adapter {folder}", Path(folder) / lineage.ADAPTER_META_FILE, meta.get("provenance")))
+    unknown = check_entries(
+        cfg, entries, "adapters", "train it again with this config (or point eval.adapter at such an adapter)"
+    )
+    if unknown:
+        log.warning(
+            "%d adapter(s) carry no provenance (trained before it was recorded), so the settings that made them are "
+            "unknown: %s",
+            len(unknown),
+            ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
+        )
+
+
+def check_entries(cfg: DictConfig, entries: Sequence[tuple[str, Path, Any]], what: str, remedy: str) -> list[str]:
+    """The one comparison of recorded provenance with this run's settings: for each (name, file, entry), one warning
+    per differing key, or under a ``paper_*`` experiment a one-line error naming ``file``. Returns the names whose
+    entry is missing (unknown provenance), for the caller's one warning."""
+    now = current(cfg)
+    unknown: list[str] = []
+    for name, path, entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("made_with"), dict):
+            unknown.append(name)
+            continue
+        differ = differences(entry["made_with"], now)
+        if not differ:
+            continue
+        lines = [f"{name} was made with {k}={was}, this run has {k}={has}" for k, was, has in differ]
+        preset = experiment(cfg)
+        if preset and preset.startswith("paper"):
+            raise CultureSPAError(
+                f"{path}: {'; '.join(lines)}; a {preset} run reads only {what} made under its own settings: {remedy}"
+            )
+        for line in lines:
+            log.warning("%s", line)
+    return unknown
 
 
 def check_generate(cfg: DictConfig, stage: str) -> list[Path]:

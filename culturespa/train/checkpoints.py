@@ -1,8 +1,11 @@
 """Checkpoints (adapter + optimiser state, for resuming) and the final adapter folder (what later stages load).
 
 Checkpoints come every ``sft.save_every_n_steps`` optimiser steps and every ``sft.checkpoint_minutes`` of training
-(whichever comes first), always on an optimiser-step boundary so that resuming stays exact; each records when and why
-it was written, and a resumed run says which one it continues from.
+(whichever comes first); each records when and why it was written, and a resumed run says which one it continues from.
+A wall-time checkpoint may fall mid-accumulation (one optimiser step of the paper's global batch can outlast the
+clock on a CPU): it then also holds the gradients accumulated so far, and resuming continues that step exactly. For
+the first job of a command the clock counts from the command's start, not from the model's load: a kill a minute and
+some seconds after typing ``python train.py ...`` finds a checkpoint.
 
 The final folder is written by rank 0 from inside the training process (so it works with ``ddp_spawn`` too) into a
 temporary sibling and renamed into place: a failed or killed run never leaves a half-written adapter behind.
@@ -23,6 +26,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from culturespa.errors import CultureSPAError
@@ -36,7 +40,26 @@ log = logging.getLogger("culturespa.train")
 CONFIG_FILE = "config.yaml"
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
-WHY_KEY = "culturespa_checkpoint"  # {"reason": "steps" | "wall time", "written": unix time}, in every checkpoint
+# {"reason": "steps" | "wall time", "written": unix time, "micro_batches": of the step under way, "accumulate": per
+# step}, in every checkpoint; micro_batches > 0 only mid-accumulation, whose gradients then travel under GRADS_KEY
+WHY_KEY = "culturespa_checkpoint"
+GRADS_KEY = "culturespa_accumulated_grads"  # {parameter name: .grad} of the trainable parameters, mid-accumulation
+_clock = {"command_counted": False}  # the command's start-up counts towards the first job's clock only
+
+
+def command_age() -> float:
+    """Seconds since this command's process started (Linux ``/proc``), for the first training job of a ``@hydra.main``
+    command (its Hydra mode is set; ``compose`` leaves it None); 0 otherwise (a library call or a test, whose process
+    is not the user's command, or a later job)."""
+    if _clock["command_counted"] or not HydraConfig.initialized() or HydraConfig.get().mode is None:
+        return 0.0
+    _clock["command_counted"] = True
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class KeepTwoCheckpoint(ModelCheckpoint):
@@ -44,8 +67,11 @@ class KeepTwoCheckpoint(ModelCheckpoint):
     full disk mid-write leaves it truncated, and resuming then falls back to ``previous.ckpt``.
 
     Besides every ``every_n_train_steps`` steps it saves when ``minutes`` of training have passed since the last save
-    (None: by steps only). The clock is read only where an optimiser step has just finished (never mid-accumulation,
-    whose gradients a checkpoint does not hold), and rank 0's decision is broadcast so every rank saves together.
+    (None: by steps only). In a single-process run the clock is read after every micro-batch: a save mid-accumulation
+    carries the micro-batches of the step consumed so far and their accumulated gradients (:data:`GRADS_KEY`), which
+    are put back before the first micro-batch of the resumed run. With several processes each rank holds its own
+    accumulated gradients, so there the clock is read only where an optimiser step has just finished, and rank 0's
+    decision is broadcast so every rank saves together.
     """
 
     def __init__(self, *args: Any, minutes: float | None = None, **kwargs: Any) -> None:
@@ -54,20 +80,39 @@ class KeepTwoCheckpoint(ModelCheckpoint):
         self._step_seen = -1
         self._saved_at = time.monotonic()
         self._reason = "steps"
+        self._pending_grads: dict[str, torch.Tensor] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._step_seen = int(trainer.global_step)
-        self._saved_at = time.monotonic()  # the clock starts with training, after the model has loaded
+        if self._pending_grads:  # resumed mid-accumulation: no step-labelled save of the step it resumed at
+            self._last_global_step_saved = int(trainer.global_step)
+        restore_grads(pl_module, self._pending_grads)
+        self._pending_grads = {}
+        # the clock starts with training, after the model has loaded; the first job of a command counts its start-up
+        self._saved_at = time.monotonic() - command_age()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._pending_grads = dict(checkpoint.get(GRADS_KEY) or {})
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         stepped = int(trainer.global_step) != self._step_seen
         self._step_seen = int(trainer.global_step)
-        if stepped and self._wall_time_due(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self._reason = "wall time"
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        single = trainer.world_size == 1  # mid-accumulation saves: one process only (see the class docstring)
+        if (stepped or single) and self._wall_time_due(trainer):
+            mid = mid_accumulation(trainer)
+            if self._may_save_mid(trainer) if mid else not self._should_skip_saving_checkpoint(trainer):
+                self._reason = "wall time"
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._reason = "steps"
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)  # skips a step saved just above
+
+    @staticmethod
+    def _may_save_mid(trainer: L.Trainer) -> bool:
+        """Lightning's own check minus "already saved at this step": step 0, or a step outlasting two clock periods,
+        has its mid-accumulation saves too."""
+        return trainer.world_size == 1 and not trainer.fast_dev_run and not trainer.sanity_checking
 
     def _wall_time_due(self, trainer: L.Trainer) -> bool:
         if self.minutes is None:
@@ -76,7 +121,14 @@ class KeepTwoCheckpoint(ModelCheckpoint):
         return bool(trainer.strategy.broadcast(due))  # ranks' clocks differ: all follow rank 0 (a collective)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[WHY_KEY] = {"reason": self._reason, "written": time.time()}
+        why: dict[str, Any] = {"reason": self._reason, "written": time.time()}
+        if mid_accumulation(trainer) and trainer.world_size == 1:  # several ranks: each its own grads (class doc)
+            accumulate = int(trainer.accumulate_grad_batches)
+            why.update(micro_batches=consumed_micro_batches(trainer), accumulate=accumulate)
+            checkpoint[GRADS_KEY] = {
+                name: p.grad.detach().cpu() for name, p in pl_module.named_parameters() if p.grad is not None
+            }
+        checkpoint[WHY_KEY] = why
         return super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
@@ -88,6 +140,35 @@ class KeepTwoCheckpoint(ModelCheckpoint):
         if path.name == LAST and trainer.is_global_zero:
             chaos.point("ckpt.saved")
             chaos.point("ckpt.torn", lambda: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]))
+
+
+def consumed_micro_batches(trainer: L.Trainer) -> int:
+    """Micro-batches of the optimiser step under way already trained on (0 on a step boundary), by Lightning's own
+    counter: its batch progress within the epoch, whose remainder decides when the optimiser steps."""
+    ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+    return ready % max(1, int(trainer.accumulate_grad_batches))
+
+
+def mid_accumulation(trainer: L.Trainer) -> bool:
+    """Whether the micro-batch just ended left gradients waiting for more (Lightning's accumulation test: not after
+    the epoch's last batch, which always steps)."""
+    loop = trainer.fit_loop.epoch_loop
+    return bool(consumed_micro_batches(trainer) and loop._should_accumulate())
+
+
+def restore_grads(pl_module: L.LightningModule, grads: dict[str, torch.Tensor]) -> None:
+    """Put a mid-accumulation checkpoint's gradients back into their parameters (none: nothing to do)."""
+    if not grads:
+        return
+    params = dict(pl_module.named_parameters())
+    missing = sorted(set(grads) - set(params))
+    if missing:
+        raise CultureSPAError(
+            f"checkpoint holds accumulated gradients of {missing[0]}, which this model lacks; rerun with "
+            "sft.resume=false"
+        )
+    for name, grad in grads.items():
+        params[name].grad = grad.to(device=params[name].device, dtype=params[name].dtype)
 
 
 def checkpoint_callback(folder: str | Path, every_n_steps: int, minutes: float | None = None) -> ModelCheckpoint:
@@ -117,6 +198,8 @@ class Resume:
     step: int
     written: float | None = None
     reason: str | None = None
+    micro_batches: int = 0  # of the step after ``step`` already trained on (a wall-time save mid-accumulation)
+    accumulate: int = 0  # micro-batches per optimiser step (recorded with ``micro_batches``)
 
 
 def _read_resume(path: Path) -> Resume:
@@ -126,7 +209,8 @@ def _read_resume(path: Path) -> Resume:
         raise ValueError("not a Lightning checkpoint")
     why = state.get(WHY_KEY) if isinstance(state.get(WHY_KEY), dict) else {}
     written = why.get("written", path.stat().st_mtime)
-    return Resume(str(path), int(state["global_step"]), float(written), why.get("reason"))
+    micro, per_step = int(why.get("micro_batches", 0) or 0), int(why.get("accumulate", 0) or 0)
+    return Resume(str(path), int(state["global_step"]), float(written), why.get("reason"), micro, per_step)
 
 
 def resume_line(found: Resume | None, total: int, resume: bool = True) -> str:
@@ -144,7 +228,10 @@ def resume_line(found: Resume | None, total: int, resume: bool = True) -> str:
     if found.reason:
         details.append(f"reason: {found.reason}")
     about = f" ({', '.join(details)})" if details else ""
-    return f"resuming from step {found.step} of {total}{about}: {found.path}"
+    where = f"step {found.step}"
+    if found.micro_batches:
+        where += f" + {found.micro_batches} of {found.accumulate} micro-batches of step {found.step + 1}"
+    return f"resuming from {where} of {total}{about}: {found.path}"
 
 
 def find_resume(folder: str | Path, resume: bool) -> Resume | None:

@@ -150,15 +150,26 @@ class SFTDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         sampler = ShardedSampler(len(self.train_set), self.seed, True, rank, world)
-        trainer = self.trainer
-        if trainer is not None and trainer.global_step > 0:
-            # Resumed: skip the micro-batches of the current epoch that earlier steps already consumed.
-            spe = steps_per_epoch(len(self.train_set), self.micro_batch_size, world, self.accumulate)
-            done = trainer.global_step - trainer.current_epoch * spe
-            if 0 < done < spe:
-                sampler.skip_epoch = trainer.current_epoch
-                sampler.skip = done * self.accumulate * self.micro_batch_size
+        skip = self._resumed_micro_batches(world)
+        if skip:
+            sampler.skip_epoch = self.trainer.current_epoch
+            sampler.skip = skip * self.micro_batch_size
         return self._loader(self.train_set, sampler, self.train_collate)
+
+    def _resumed_micro_batches(self, world: int) -> int:
+        """Micro-batches of the current epoch a resumed run already trained on: those of its completed steps, plus
+        those of a step a wall-time checkpoint cut mid-accumulation. The latter are read from Lightning's restored
+        batch counter, the one whose remainder decides when the optimiser steps, so data and accumulation agree."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        spe = steps_per_epoch(len(self.train_set), self.micro_batch_size, world, self.accumulate)
+        done = trainer.global_step - trainer.current_epoch * spe
+        if not 0 <= done < spe:
+            return 0
+        ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        partial = ready - done * self.accumulate
+        return done * self.accumulate + (partial if 0 < partial < self.accumulate else 0)
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         if len(self.val_set) == 0:

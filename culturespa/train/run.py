@@ -34,6 +34,7 @@ from culturespa.settings import DataSettings, ModeSettings, SFTSettings
 from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
+from culturespa.stages.provenance import adapter_record
 from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta, resume_line
 from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
 from culturespa.train.module import SFTModule
@@ -198,6 +199,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         io = JobIO(
             wandb_kwargs=wandb_settings(cfg, "train", name if name != "joint" else None),
             track=functools.partial(track_training, cfg=cfg, adapter_dir=job.target),
+            provenance=adapter_record(cfg, [Path(settings.sft.pairs_dir) / f"{c}.jsonl" for c in codes]),
         )
         run_job(settings, plan, job, encoder, style, tokenizer, io, callbacks)
         runs[name] = record_job(job, None)
@@ -233,10 +235,12 @@ class JobPlan:
 
 @dataclass(frozen=True)
 class JobIO:
-    """What a job reports outside itself: its W&B logger's settings (None: off) and its lineage record."""
+    """What a job reports outside itself: its W&B logger's settings (None: off), its lineage record and the
+    provenance its adapter's metadata carries (what evaluation compares with its own settings)."""
 
     wandb_kwargs: dict[str, Any] | None
     track: Callable[[list[Any]], None]
+    provenance: dict[str, Any] | None = None
 
 
 def plan_job(
@@ -298,6 +302,7 @@ def run_job(
         "fingerprint": job.fingerprint,
         "train_examples": len(job.train_pairs),
         "val_examples": len(job.val_pairs),
+        "provenance": io.provenance,
     }
     optim = {"lr": sft.lr, "weight_decay": sft.weight_decay, "warmup_ratio": sft.warmup_ratio}
     optim["scheduler"] = sft.scheduler
