@@ -49,6 +49,13 @@ def cache_layers(cache: Any) -> list[KV]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def lightning_should_accumulate(trainer: Any) -> bool:
+    """Lightning: whether the training loop will hold back the optimiser step after the micro-batch just ended
+    (gradient accumulation under way, not the epoch's last batch). The decision lives in the private
+    ``_TrainingEpochLoop._should_accumulate``; recomputing it would copy its rules (last batch, strategy hooks)."""
+    return bool(trainer.fit_loop.epoch_loop._should_accumulate())
+
+
 def silence_wandb_warnings(messages: Sequence[str]) -> None:
     """W&B: never print these ``termwarn`` messages. W&B prints a warning given ``repeat=False`` once per process and
     records it in the private ``wandb.errors.term._printed_messages``; marking a message there as printed is the only

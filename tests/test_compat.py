@@ -108,3 +108,35 @@ def test_wandb_private_printed_messages_silences_a_console_warning(capsys, monke
     assert message not in capsys.readouterr().err
     term.termwarn(message + " (not silenced)", repeat=False)
     assert "(not silenced)" in capsys.readouterr().err
+
+
+def test_lightning_private_should_accumulate_follows_the_accumulation_window(tmp_path: Path) -> None:
+    import lightning as L
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    assert hasattr(_TrainingEpochLoop, "_should_accumulate"), (
+        f"lightning {L.__version__}: _TrainingEpochLoop._should_accumulate is gone"
+    )
+    seen: list[bool] = []
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            seen.append(compat.lightning_should_accumulate(trainer))
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(7, 2)), batch_size=1)
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=3, callbacks=[Probe()], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(Tiny(), data)
+    assert seen == [True, True, False, True, True, False, False]  # steps after 3, 6 and the epoch's last batch

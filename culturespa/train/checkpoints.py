@@ -29,6 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from culturespa import compat
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
@@ -152,8 +153,7 @@ def consumed_micro_batches(trainer: L.Trainer) -> int:
 def mid_accumulation(trainer: L.Trainer) -> bool:
     """Whether the micro-batch just ended left gradients waiting for more (Lightning's accumulation test: not after
     the epoch's last batch, which always steps)."""
-    loop = trainer.fit_loop.epoch_loop
-    return bool(consumed_micro_batches(trainer) and loop._should_accumulate())
+    return bool(consumed_micro_batches(trainer) and compat.lightning_should_accumulate(trainer))
 
 
 def restore_grads(pl_module: L.LightningModule, grads: dict[str, torch.Tensor]) -> None:
