@@ -99,3 +99,25 @@ def test_decoding_through_the_reserved_cache_gives_the_dynamic_cache_logits(make
             logits[kind] = seen
     for a, b in zip(logits["dynamic"], logits["reserved"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_own_layers_take_the_same_row_moves_by_copying() -> None:
+    """Caches left to transformers (sliding-window layers, models without a config) get the same row surgery."""
+    from transformers import DynamicCache
+
+    gen = torch.Generator().manual_seed(1)
+    reference = _rows(4, 5, gen)
+    cache = DynamicCache()
+    keys = _stack(reference, 5)
+    cache.update(keys, -keys, 0)
+    order = kv_cache.remove_rows(cache, [1])
+    reference = [reference[i] for i in order]
+    new = _rows(2, 9, gen)
+    stacked = _stack(new, 9)
+    newcomers = DynamicCache()
+    newcomers.update(stacked, -stacked, 0)
+    kv_cache.add_rows(cache, newcomers, 0)
+    layer = cache.layers[0]
+    assert order == [0, 3, 2] and not kv_cache.is_reserved(cache)
+    expected = _stack(reference + new, 9)
+    assert torch.equal(layer.keys, expected) and torch.equal(layer.values, -expected)
