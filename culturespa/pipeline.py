@@ -11,7 +11,6 @@ every finished stage; changing a training knob reruns only training and the eval
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -51,6 +50,7 @@ from culturespa.stages.identity import (
     stage_settings,
     write_done,
 )
+from culturespa.stages.runtime import config_with
 from culturespa.train.run import train
 from culturespa.utils import artifacts
 from culturespa.utils.plain import slug, to_plain
@@ -140,12 +140,7 @@ def link_cached(cfg: DictConfig, stage: str, folder: Path, produced: Sequence[Ma
 
 def stage_cfg(cfg: DictConfig, folder: Path, values: dict[str, Any]) -> DictConfig:
     """A copy of the pipeline config whose paths point into ``folder`` (plus the stage-specific ``values``)."""
-    copied = copy.deepcopy(cfg)
-    with open_dict(copied):
-        copied.paths.output_dir = str(folder)
-        for key, value in values.items():
-            OmegaConf.update(copied, key, value, force_add=True)
-    return copied
+    return config_with(cfg, {"paths.output_dir": str(folder), **values})
 
 
 class Pipeline:

@@ -16,7 +16,7 @@ from typing import Any
 
 from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
-from culturespa.evaluate.adapters import resolve_adapters
+from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.evaluate_settings import EvaluateSettings
 from culturespa.models.dtype import resolve_dtype
 from culturespa.models.loader import ModelSpec, resolve_model_dir
@@ -49,8 +49,9 @@ def _numeric_metrics(task_result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_general(settings: EvaluateSettings) -> dict[str, Any]:
-    """Run the configured lm-eval tasks on the base model and on each adapter; write ``general.json``."""
+def run_general(settings: EvaluateSettings, plan: AdapterPlan) -> dict[str, Any]:
+    """Run the configured lm-eval tasks on the base model and on each adapter of ``plan`` (resolved and checked by
+    the caller); write ``general.json``."""
     offline_env()
     g = settings.eval.general
     cultures = list(settings.cultures)
@@ -60,7 +61,6 @@ def run_general(settings: EvaluateSettings) -> dict[str, Any]:
     include = g.get("include_path")
     if include and not Path(str(include)).is_dir():
         raise CultureSPAError(f"eval.general.include_path: {include}: no such folder")
-    plan = resolve_adapters(settings.eval.adapter, cultures, settings.model, settings.cache_dir)
 
     # lm-eval is an optional extra (requirements: lm_eval), slow to import: only for this suite
     from lm_eval import simple_evaluate

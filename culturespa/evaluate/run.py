@@ -74,7 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def evaluate_general(cfg: DictConfig, settings: EvaluateSettings) -> dict[str, Any]:
     plan = resolve_adapters(settings.eval.adapter, list(settings.cultures), settings.model, settings.cache_dir)
     provenance.check_adapters(cfg, plan.folders.values())  # as the WVS suite, before lm-eval loads anything
-    summary = run_general(settings)
+    summary = run_general(settings, plan)
     run = start_run(cfg, "evaluate", "general")
     try:
         log_general(run, summary)

@@ -95,12 +95,6 @@ def _layer_class() -> type:
     return ReservedLayer
 
 
-def is_reserved(cache: Any) -> bool:
-    """Whether every layer of ``cache`` is a reserved layer (so rows move in place)."""
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(isinstance(layer, _layer_class()) for layer in layers)
-
-
 def reserve(cache: Any, config: Any, row_capacity: int) -> Any:
     """``cache`` (a prefill's ``DynamicCache``) with each full-attention layer moved into a reserved layer with room
     for ``row_capacity`` rows; other layers, or every layer when ``config`` is None, stay as they are."""

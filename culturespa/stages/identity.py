@@ -38,7 +38,8 @@ STAGE_OUTPUTS = {
 STAGE_HASH_LEN = 10  # pipeline stage folders, config keys, run folders
 OUTPUT_HASH_LEN = 12  # sidecars of resumable outputs, training jobs, content digests
 
-# How many answers are sampled per question (culturespa.answers.answers_settings.AnswersStageSettings.runs), and the pairs' noise statistics.
+# How many answers are sampled per question (AnswersStageSettings.runs in culturespa/answers/answers_settings.py),
+# and the pairs' noise statistics.
 _SAMPLES = ("data.samples", "data.noise_replicates")
 _NOISE = ("data.alpha", "data.null_quantile", "data.bootstrap", "data.ci_level", "data.seed")
 # The settings that decide each pipeline stage's output (paths excluded: they are derived from the hashes).

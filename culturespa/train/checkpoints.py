@@ -33,6 +33,7 @@ from culturespa import compat
 from culturespa.errors import CultureSPAError
 from culturespa.prompts.builder import PromptStyle
 from culturespa.stages.lineage import ADAPTER_META_FILE as META_FILE
+from culturespa.train.datamodule import micro_batches_started
 from culturespa.train.strategies import gathered_model_state
 from culturespa.utils import chaos
 from culturespa.utils.perms import fix_tree
@@ -113,7 +114,7 @@ class KeepTwoCheckpoint(ModelCheckpoint):
     def _may_save_mid(trainer: L.Trainer) -> bool:
         """Lightning's own check minus "already saved at this step": step 0, or a step outlasting two clock periods,
         has its mid-accumulation saves too."""
-        return trainer.world_size == 1 and not trainer.fast_dev_run and not trainer.sanity_checking
+        return not trainer.fast_dev_run and not trainer.sanity_checking  # mid-accumulation: one process (caller)
 
     def _wall_time_due(self, trainer: L.Trainer) -> bool:
         if self.minutes is None:
@@ -146,8 +147,7 @@ class KeepTwoCheckpoint(ModelCheckpoint):
 def consumed_micro_batches(trainer: L.Trainer) -> int:
     """Micro-batches of the optimiser step under way already trained on (0 on a step boundary), by Lightning's own
     counter: its batch progress within the epoch, whose remainder decides when the optimiser steps."""
-    ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-    return ready % max(1, int(trainer.accumulate_grad_batches))
+    return micro_batches_started(trainer) % max(1, int(trainer.accumulate_grad_batches))
 
 
 def mid_accumulation(trainer: L.Trainer) -> bool:

@@ -111,6 +111,12 @@ def steps_per_epoch(size: int, micro_batch_size: int, world_size: int, accumulat
     return max(1, math.ceil(batches / accumulate))
 
 
+def micro_batches_started(trainer: L.Trainer) -> int:
+    """Micro-batches of the current epoch Lightning has fetched (restored on resume): the counter whose remainder
+    modulo the accumulation decides when the optimiser steps, so data skipping and checkpoints read the same one."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+
 class SFTDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -167,8 +173,7 @@ class SFTDataModule(L.LightningDataModule):
         done = trainer.global_step - trainer.current_epoch * spe
         if not 0 <= done < spe:
             return 0
-        ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-        partial = ready - done * self.accumulate
+        partial = micro_batches_started(trainer) - done * self.accumulate
         return done * self.accumulate + (partial if 0 < partial < self.accumulate else 0)
 
     def val_dataloader(self) -> DataLoader | list[Any]:
