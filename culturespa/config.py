@@ -24,7 +24,7 @@ from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
 from culturespa.settings import check_values
 from culturespa.stages.checks import sampling_errors
-from culturespa.stages.identity import GENERATE_STAGES, run_key
+from culturespa.stages.identity import GENERATE_STAGES, config_key
 from culturespa.utils import rundirs
 from culturespa.utils.plain import slug, to_plain  # noqa: F401 - to_plain is still read from here
 
@@ -45,7 +45,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("cs_root", repo_root)
     if not OmegaConf.has_resolver("cs_slug"):
         OmegaConf.register_new_resolver("cs_slug", lambda text="": slug(str(text)))
-    rundirs.register(run_key)
+    rundirs.register(config_key)
 
 
 register_resolvers()

@@ -124,7 +124,7 @@ def test_cfg_job_prints_all_18_cultures() -> None:
 def test_run_dirs_are_named_from_overrides(tmp_path: Path) -> None:
     cfg = compose("train", ["mode=specific", "data.fraction=0.2"], output_dir=tmp_path)
     hydra_cfg = cfg.hydra
-    assert "${cs_run_dir:multirun}" in OmegaConf.to_container(hydra_cfg, resolve=False)["sweep"]["subdir"]
+    assert "${cs_run_dir:}" in OmegaConf.to_container(hydra_cfg, resolve=False)["sweep"]["subdir"]
     assert Path(str(hydra_cfg.run.dir)).name.startswith("data.fraction-0.2+mode-specific-")
     assert slug("data.fraction=0.2,mode=specific") == "data.fraction-0.2+mode-specific"  # no = (issue 22)
     assert "/" not in slug("filter.input=/a/b/c")

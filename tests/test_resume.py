@@ -20,6 +20,7 @@ from omegaconf import OmegaConf, open_dict
 from culturespa.config import compose
 from culturespa.data.jsonl import ResumableJsonl, write_json
 from culturespa.errors import CultureSPAError
+from culturespa.stages.run_inputs import claim, run_inputs
 from culturespa.train.checkpoints import LAST, PREVIOUS, find_resume
 from culturespa.train.synthetic import write_pairs
 
@@ -49,10 +50,12 @@ def test_run_dir_is_keyed_by_config_and_safe_to_paste(tmp_path: Path) -> None:
     assert _parsed_value(f"eval.adapter={adapter}") == adapter
 
 
-def test_same_config_spelled_differently_reuses_the_existing_folder(tmp_path: Path) -> None:
+def test_same_config_spelled_differently_shares_the_key_and_the_disk_is_not_read(tmp_path: Path) -> None:
     first = Path(_run_dir(tmp_path, ["mode=joint", "debug=tiny"]))
-    first.mkdir(parents=True)
-    assert _run_dir(tmp_path, ["debug=tiny"]) == str(first)  # mode=joint is the default: same config
+    other = Path(_run_dir(tmp_path, ["debug=tiny"]))  # mode=joint is the default: same config, same key
+    assert first.name.rsplit("-", 1)[1] == other.name.rsplit("-", 1)[1] and first != other
+    other.mkdir(parents=True)  # the name is the config's alone: an existing folder changes nothing
+    assert _run_dir(tmp_path, ["mode=joint", "debug=tiny"]) == str(first)
 
 
 def test_sweep_jobs_get_distinct_stable_folders(tmp_path: Path) -> None:
@@ -62,13 +65,30 @@ def test_sweep_jobs_get_distinct_stable_folders(tmp_path: Path) -> None:
     assert len(subdirs) == 2
 
 
-def test_adapter_retrained_in_place_changes_the_evaluate_folder(tmp_path: Path) -> None:
+def test_a_retrained_adapter_or_regenerated_pairs_are_refused_in_the_earlier_run_folder(tmp_path: Path) -> None:
+    from culturespa.evaluate.run import plan_evaluation
+    from culturespa.train.run import train
+
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    before = _run_dir(tmp_path, [f"eval.adapter={adapter}"], task="evaluate")
-    (adapter / "adapter_model.safetensors").write_bytes(b"new weights")
-    assert _run_dir(tmp_path, [f"eval.adapter={adapter}"], task="evaluate") != before
+    args = ["debug=tiny", f"eval.adapter={adapter}", f"paths.log_dir={tmp_path}"]
+    cfg = compose("evaluate", [*args, f"eval.output_dir={tmp_path / 'eval'}"])
+    plan_evaluation(cfg)
+    (tmp_path / "eval" / "answers").mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"new weights")  # retrained in place
+    assert _run_dir(tmp_path, args, task="evaluate") == str(cfg.hydra.run.dir)  # the same folder ...
+    with pytest.raises(CultureSPAError, match="eval.adapter changed since"):  # ... which keeps its answers
+        plan_evaluation(compose("evaluate", [*args, f"eval.output_dir={tmp_path / 'eval'}"]))
+
+    pairs = write_pairs(tmp_path / "pairs", {"USA": 16})
+    out = tmp_path / "train"
+    train_args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}", f"sft.output_dir={out}"]
+    (out / "checkpoints").mkdir(parents=True)
+    claim(out, run_inputs(compose("train", train_args)), ["checkpoints"])
+    write_pairs(pairs, {"USA": 17})  # regenerated
+    with pytest.raises(CultureSPAError, match="pairs_content changed since"):  # before any model is loaded
+        train(compose("train", train_args))
 
 
 # ---- eval.adapter=latest and the printed next command --------------------------------------------------------------
@@ -290,16 +310,15 @@ def test_model_cache_build_honours_the_umask(tmp_path: Path) -> None:
     assert (target / "model.safetensors").stat().st_mode & 0o777 == 0o640
 
 
-def test_regenerated_pairs_get_another_train_folder(tmp_path: Path) -> None:
+def test_regenerated_pairs_never_resume_the_earlier_checkpoints(tmp_path: Path) -> None:
     from culturespa.train.run import fingerprint
 
     pairs = write_pairs(tmp_path / "pairs", {"USA": 4})
     args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}"]
     before, print_before = _run_dir(tmp_path, args), fingerprint(compose("train", args), "joint")
-    assert _run_dir(tmp_path, args) == before  # unchanged files: the same folder
     (pairs / "USA.jsonl").write_text((pairs / "USA.jsonl").read_text().splitlines()[0] + "\n")
-    assert _run_dir(tmp_path, args) != before
-    assert fingerprint(compose("train", args), "joint") != print_before  # nor resumes its checkpoints
+    assert _run_dir(tmp_path, args) == before  # the folder is the config's (the stage refuses it: test above)
+    assert fingerprint(compose("train", args), "joint") != print_before  # and a job never resumes its checkpoints
 
 
 def test_a_specific_job_keeps_its_checkpoints_when_another_cultures_pairs_change(tmp_path: Path) -> None:

@@ -1,8 +1,7 @@
-"""Run folder names (``${cs_run_dir:runs}``) for runs that read files besides their config: the key holds the
-pairs' contents (training) and the evaluated adapter's files, so the same command over other inputs gets another
-folder. Pinned here because that is why the resolver still reads files while Hydra resolves ``hydra.run.dir``
-(issue 18, item 6): the folder is named before any stage code runs, so a resolver computed from config values alone
-would give two different inputs one folder."""
+"""Run folder names (``${cs_run_dir:}``) come from config values alone: resolving ``hydra.run.dir`` reads no file
+(issue 18). What a run reads from outside its config (the pairs' contents, the evaluated adapter's files) is checked by
+the stage in the folder it writes to (``culturespa/stages/run_inputs.py``): the same command over other inputs is
+refused there with one line before anything is mixed or overwritten, and a rerun over the same inputs resumes."""
 
 from __future__ import annotations
 
@@ -11,36 +10,62 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.stages import identity
-from culturespa.stages.identity import adapter_identity, config_key, run_inputs, run_key
+from culturespa.errors import CultureSPAError
+from culturespa.stages import run_inputs as ledger
+from culturespa.stages.identity import config_key
+from culturespa.stages.run_inputs import LEDGER, TRAIN_OUTPUTS, adapter_identity, claim, run_inputs
 from culturespa.utils.rundirs import run_dir_name
 
 
-def test_a_training_run_folder_is_named_by_its_pairs_contents(pinned, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_a_run_folder_name_is_the_config_alone(pinned, tmp_path: Path) -> None:  # noqa: ANN001
     training = pinned("train", "sft.pairs_dir=/pinned-pairs", "mode=specific")
-    assert run_dir_name("runs", training, run_key).endswith("-25de9ee5d0")  # no pairs there: the config alone
-    monkeypatch.setattr(identity, "pairs_digest", lambda folder: {"USA.jsonl": "f4ae84c7085b"})
-    assert run_inputs(training) == {"pairs_content": {"USA.jsonl": "f4ae84c7085b"}}
-    name = "mode-specific+model.dtype-float32+sft.pairs_dir-pinned-pairs-026b2004ef"
-    assert run_dir_name("runs", training, run_key) == name
-    assert config_key(training, {"pairs_content": {"USA.jsonl": "f4ae84c7085b"}}) == "026b2004ef"
-
-
-def test_other_pairs_or_a_retrained_adapter_get_another_folder(pinned, tmp_path: Path) -> None:  # noqa: ANN001
+    name = "mode-specific+model.dtype-float32+sft.pairs_dir-pinned-pairs-6427f225dd"
+    assert run_dir_name(training, config_key) == name
     pairs = tmp_path / "pairs"
     pairs.mkdir()
     (pairs / "USA.jsonl").write_text('{"q": 1}\n')
     training = pinned("train", f"sft.pairs_dir={pairs}")
-    first = run_key(training)
-    assert first == run_key(training)  # the same inputs: the same folder (a crashed run resumes there)
-    (pairs / "USA.jsonl").write_text('{"q": 2}\n')
-    assert run_key(training) != first
+    before = str(training.hydra.run.dir)
+    (pairs / "USA.jsonl").write_text('{"q": 2}\n')  # other pairs at the same path: the same folder, the stage decides
+    assert str(training.hydra.run.dir) == before
+
+
+def test_run_inputs_follow_the_pairs_and_the_adapter_as_they_are_now(pinned, tmp_path: Path) -> None:  # noqa: ANN001
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "USA.jsonl").write_text('{"q": 1}\n')
+    training = pinned("train", f"sft.pairs_dir={pairs}")
+    assert run_inputs(training) == {"pairs_content": {"USA.jsonl": "f4ae84c7085b"}}
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"w")
     os.utime(adapter / "adapter_model.safetensors", ns=(1, 1))
     evaluation = pinned("evaluate", f"eval.adapter={adapter}")
-    before = run_key(evaluation)
-    assert run_inputs(evaluation) == {"eval.adapter": adapter_identity(adapter)}
+    before = run_inputs(evaluation)
+    assert before == {"eval.adapter": adapter_identity(adapter)}
     os.utime(adapter / "adapter_model.safetensors", ns=(2, 2))  # retrained in place
-    assert run_key(evaluation) != before
+    assert run_inputs(evaluation) != before
+    assert run_inputs(pinned("evaluate")) == {}  # the base model reads nothing besides its config
+
+
+def test_a_folder_refuses_outputs_from_other_inputs_and_resumes_with_the_same(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    first = {"pairs_content": {"USA.jsonl": "aaa"}}
+    claim(folder, first, TRAIN_OUTPUTS)
+    assert (folder / LEDGER).is_file()
+    (folder / "checkpoints").mkdir()
+    claim(folder, first, TRAIN_OUTPUTS)  # the crashed run again: it resumes
+    other = {"pairs_content": {"USA.jsonl": "bbb"}}
+    with pytest.raises(CultureSPAError, match=r"run: holds outputs made from other inputs \(pairs_content changed"):
+        claim(folder, other, TRAIN_OUTPUTS)
+    assert ledger._read(folder / LEDGER) == first  # the refused run changed nothing
+    claim(folder, other, TRAIN_OUTPUTS, restart=True)  # sft.resume=false: the user starts over there
+    assert ledger._read(folder / LEDGER) == other
+
+
+def test_a_folder_without_outputs_takes_the_new_inputs(tmp_path: Path) -> None:
+    claim(tmp_path, {"eval.adapter": "a"}, ("answers",))
+    claim(tmp_path, {"eval.adapter": "b"}, ("answers",))  # crashed before its first answer: nothing to protect
+    assert ledger._read(tmp_path / LEDGER) == {"eval.adapter": "b"}
+    claim(tmp_path / "none", {}, ("answers",))  # a run that reads nothing outside its config records nothing
+    assert not (tmp_path / "none").exists()

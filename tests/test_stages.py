@@ -19,8 +19,6 @@ from culturespa.stages.identity import (
     fingerprint,
     pairs_digest,
     read_done,
-    run_inputs,
-    run_key,
     stage_hash,
     write_done,
 )
@@ -53,15 +51,15 @@ def test_stage_hashes_are_unchanged(pinned) -> None:  # noqa: ANN001
 def test_run_folder_training_and_answer_digests_are_unchanged(pinned) -> None:  # noqa: ANN001
     evaluation = pinned("evaluate", "eval.adapter=/pinned-adapter")
     assert config_hash(evaluation, FINGERPRINT_KEYS) == "eb5bd65de3"
-    assert config_key(evaluation, run_inputs(evaluation)) == "68a8e5d94b"
-    assert run_dir_name("runs", evaluation, run_key) == "eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
+    assert config_key(evaluation) == "68a8e5d94b"
+    assert run_dir_name(evaluation, config_key) == "eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     assert str(evaluation.hydra.run.dir).endswith(
         "/evaluate/runs/eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     )
     training = pinned("train", "sft.pairs_dir=/pinned-pairs", "mode=specific")
     assert training_fingerprint(training, "joint") == "e6b82ba4825d"
     assert training_fingerprint(training, "USA", ["USA"]) == "45b6204f565e"
-    assert config_key(training, run_inputs(training)) == "25de9ee5d0"
+    assert config_key(training) == "6427f225dd"  # issue 18: the pairs' contents left the key (run_inputs.py)
     assert fingerprint({"model": {"name": "x"}, "seed": 3, "culture": None, "similar": [1, 2]}) == "a483109f9ce1"
 
 

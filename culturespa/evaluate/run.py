@@ -37,6 +37,7 @@ from culturespa.evaluate.references import averages, reference_scores
 from culturespa.evaluate.report import log_results, print_table, write_results
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
 from culturespa.stages import lineage, provenance
+from culturespa.stages.run_inputs import EVALUATE_OUTPUTS, claim, run_inputs
 from culturespa.utils import artifacts
 from culturespa.utils.tracking import finish_run, start_run
 
@@ -59,7 +60,9 @@ def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
     cultures = validate_config(cfg)
     bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before the adapter search
     resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
-    return EvaluateSettings.from_config(cfg, cultures, bootstrap)
+    settings = EvaluateSettings.from_config(cfg, cultures, bootstrap)
+    claim(settings.output_dir, run_inputs(cfg), EVALUATE_OUTPUTS)  # a retrained adapter: not into these answers
+    return settings
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.data.jsonl import write_json
 from culturespa.models.dtype import resolve_dtype
-from culturespa.stages.lineage import find_latest_adapter
 
 # The stages ``generate.py`` runs (``stage=...``) and those the pipeline caches (``force=[...]``).
 GENERATE_STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")
@@ -143,33 +142,6 @@ def pairs_digest(folder: Any) -> dict[str, str]:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest()[:OUTPUT_HASH_LEN] for p in sorted(root.glob("*.jsonl"))}
 
 
-def adapter_identity(adapter: Any) -> Any:
-    """An adapter folder as it is now (files, sizes, modification times): retraining it in place changes the key."""
-    if adapter in (None, "", "null", "none"):
-        return None
-    root = Path(str(adapter)).expanduser()
-    if not root.is_dir():
-        return str(adapter)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
-    stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files[:500]]
-    return {"path": str(root.resolve()), "files": stats}
-
-
-def run_inputs(root: DictConfig) -> dict[str, Any]:
-    """What a run reads besides its config, as it is now (dotted key → identity), for its run folder's key: the
-    evaluated adapter's files (``latest``: the adapter it stands for) and, for training, the pairs' contents."""
-    inputs: dict[str, Any] = {}
-    adapter = OmegaConf.select(root, "eval.adapter", default=None)
-    if adapter is not None:
-        if str(adapter) == "latest":
-            found = find_latest_adapter(root, required=False)
-            adapter = str(found) if found else adapter
-        inputs["eval.adapter"] = adapter_identity(adapter)
-    if str(OmegaConf.select(root, "task_name", default="")) == "train":
-        inputs["pairs_content"] = pairs_digest(OmegaConf.select(root, "sft.pairs_dir", default=""))
-    return inputs
-
-
 # Keys that do not decide a run folder's output: where it is written, logging, resume switches, tags.
 RUN_EXCLUDED = (
     "hydra",
@@ -199,19 +171,10 @@ def _drop(cfg: DictConfig, key: str) -> None:
         node.pop(leaf)
 
 
-def _overlay(plain: dict[str, Any], key: str, value: Any) -> None:
-    """Set dotted ``key`` in ``plain`` where its parent node exists (a top-level key is always set)."""
-    parent, _, leaf = key.rpartition(".")
-    node: Any = plain
-    for part in parent.split(".") if parent else []:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node[leaf] = value
-
-
-def config_key(root: DictConfig, inputs: Mapping[str, Any] | None = None) -> str:
-    """Hash of the resolved config minus :data:`RUN_EXCLUDED` (``paths.output_dir`` stands in as a placeholder), with
-    ``inputs`` (dotted key → value) standing in for what the config names but does not hold."""
+def config_key(root: DictConfig) -> str:
+    """A run folder's key: hash of the resolved config minus :data:`RUN_EXCLUDED` (``paths.output_dir`` stands in as
+    a placeholder). Config values only, so resolving ``hydra.run.dir`` reads no file; what a run reads from outside its
+    config is checked by the stage itself (:mod:`culturespa.stages.run_inputs`)."""
     cfg = copy.deepcopy(root)
     with open_dict(cfg):
         for key in RUN_EXCLUDED:
@@ -224,14 +187,7 @@ def config_key(root: DictConfig, inputs: Mapping[str, Any] | None = None) -> str
     for key in RUN_EXCLUDED:
         if key.startswith("paths."):
             plain.get("paths", {}).pop(key.removeprefix("paths."), None)
-    for key, value in (inputs or {}).items():
-        _overlay(plain, key, value)
     return fingerprint(plain, STAGE_HASH_LEN)
-
-
-def run_key(root: DictConfig) -> str:
-    """The identity of a ``train`` / ``evaluate`` / ``generate`` run folder: its config and its outside inputs."""
-    return config_key(root, run_inputs(root))
 
 
 @dataclass(frozen=True)

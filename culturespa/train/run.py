@@ -35,6 +35,7 @@ from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
 from culturespa.stages.provenance import adapter_record
+from culturespa.stages.run_inputs import TRAIN_OUTPUTS, claim, run_inputs
 from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta, resume_line
 from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
 from culturespa.train.module import SFTModule
@@ -178,6 +179,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     settings = TrainSettings.from_config(cfg)
     plan = BatchPlan.of(settings.sft, settings.trainer)
     check_strategy(settings.trainer)  # strategy errors (trainer=fsdp on CPUs) before any file is read
+    claim(settings.sft.output_dir, run_inputs(cfg), TRAIN_OUTPUTS, restart=not settings.sft.resume)
     mode = settings.mode.name
     # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
     splits = prepare_splits(settings, cultures, skip_empty=mode == "joint")

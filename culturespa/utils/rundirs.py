@@ -1,25 +1,20 @@
 """Run folders keyed by the config that decides a run's output, so the identical command finds its crashed run.
 
-``hydra.run.dir`` is ``logs/<task>/runs/<readable>-<hash>`` (``hydra.sweep.subdir`` likewise under ``multirun/``):
+``hydra.run.dir`` is ``logs/<task>/runs/<readable>-<key>`` (``hydra.sweep.subdir`` likewise under ``multirun/``):
 
 * ``<readable>`` comes from the command-line overrides, spelled with characters a Hydra override accepts unquoted
   (``[A-Za-z0-9_.+-]``: ``=`` becomes ``-``, ``,`` becomes ``+``), so ``eval.adapter=<folder>/adapter`` pastes as is;
-* ``<key>`` is the run's identity, given by the registered ``key_of`` (:func:`culturespa.stages.identity.run_key`:
-  the deciding config plus what the run reads from outside it). Two commands that resolve to the same config
-  share the key: the folder that already holds it is reused even when the overrides were spelled differently, so
-  rerunning after a crash resumes (``last.ckpt``, answer part files). A config that differs in any deciding value
-  gets a folder of its own.
+* ``<key>`` is the registered ``key_of`` of the resolved config (:func:`culturespa.stages.identity.config_key`).
 
-The key reads files (the pairs' contents, the evaluated adapter's files, the newest adapter for ``latest``) while
-Hydra resolves ``hydra.run.dir``, i.e. before any stage code runs: a key made of config values alone would give the
-same command over other pairs one folder (``tests/test_run_dirs.py`` pins the names).
+The name is a function of the config alone: resolving it reads and lists no file, so printing or composing a config
+never touches the disk. What a run reads from outside its config (pairs, an adapter) is checked by the stage when it
+starts (:mod:`culturespa.stages.run_inputs`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,27 +31,18 @@ def readable(overrides: str, max_len: int = 60) -> str:
     return text[:max_len].rstrip("-.+") or "default"
 
 
-def existing_folder(base: Path, key: str) -> str | None:
-    """The most recently modified folder in ``base`` that already holds the run with hash ``key``."""
-    if not base.is_dir():
-        return None
-    same = sorted((p for p in base.glob(f"*-{key}") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    return same[0].name if same else None
-
-
-def run_dir_name(kind: str, root: DictConfig, key_of: KeyOf) -> str:
-    """``<readable>-<key>``, or the existing folder with the same key (``kind``: ``runs`` or ``multirun``)."""
+def run_dir_name(root: DictConfig, key_of: KeyOf) -> str:
+    """``<readable>-<key>`` of the config ``root``."""
     overrides = str(OmegaConf.select(root, "hydra.job.override_dirname", default="") or "")
-    key = key_of(root)
-    base = Path(str(OmegaConf.select(root, "paths.log_dir"))) / str(OmegaConf.select(root, "task_name")) / kind
-    return existing_folder(base, key) or f"{readable(overrides)}-{key}"
+    return f"{readable(overrides)}-{key_of(root)}"
 
 
 def register(key_of: KeyOf) -> None:
-    """The ``${cs_run_dir:runs|multirun}`` resolver; ``key_of`` names the run's identity (the config's own hash)."""
+    """The ``${cs_run_dir:}`` resolver; ``key_of`` names the run's identity (the config's own hash). Not cached:
+    OmegaConf caches by the resolver's arguments, and the name depends on the whole config instead."""
 
-    def resolve(kind: str = "runs", *, _root_: DictConfig) -> str:
-        return run_dir_name(kind, _root_, key_of)
+    def resolve(_kind: str = "", *, _root_: DictConfig) -> str:  # older saved configs: ${cs_run_dir:runs}
+        return run_dir_name(_root_, key_of)
 
     if not OmegaConf.has_resolver("cs_run_dir"):
         OmegaConf.register_new_resolver("cs_run_dir", resolve, use_cache=False)

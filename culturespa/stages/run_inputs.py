@@ -1,0 +1,83 @@
+"""What a run reads besides its config (the pairs' contents, the evaluated adapter's files), recorded in the folder it
+writes to, so the same command over other inputs is refused before anything there is mixed or overwritten.
+
+Run folders are named from config values alone (``culturespa/utils/rundirs.py``: resolving ``hydra.run.dir`` reads
+no file), so regenerated pairs or a retrained adapter at the same path land in the folder of the earlier run. The
+stage, not the config resolver, reads those inputs: it calls :func:`claim` first, which writes ``run_inputs.json``
+on a first run, passes a rerun over the same inputs (a crashed run resumes), and stops with one line naming what
+changed when the folder already holds outputs made from other inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from culturespa.data.jsonl import write_json
+from culturespa.errors import CultureSPAError
+from culturespa.stages.identity import pairs_digest
+from culturespa.stages.lineage import find_latest_adapter
+
+LEDGER = "run_inputs.json"
+TRAIN_OUTPUTS = ("adapter", "adapters", "checkpoints")
+EVALUATE_OUTPUTS = ("answers", "alignment.json", "general.json")
+
+
+def adapter_identity(adapter: Any) -> Any:
+    """An adapter folder as it is now (files, sizes, modification times): retraining it in place changes it."""
+    if adapter in (None, "", "null", "none"):
+        return None
+    root = Path(str(adapter)).expanduser()
+    if not root.is_dir():
+        return str(adapter)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+    stats = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files[:500]]
+    return {"path": str(root.resolve()), "files": stats}
+
+
+def run_inputs(cfg: DictConfig) -> dict[str, Any]:
+    """What a ``train`` or ``evaluate`` run reads besides its config, as it is now (name → identity): the evaluated
+    adapter's files (``latest``: the adapter it stands for) and, for training, the pairs' contents."""
+    inputs: dict[str, Any] = {}
+    adapter = OmegaConf.select(cfg, "eval.adapter", default=None)
+    if adapter is not None and str(OmegaConf.select(cfg, "task_name", default="")) == "evaluate":
+        if str(adapter) == "latest":
+            found = find_latest_adapter(cfg, required=False)
+            adapter = str(found) if found else adapter
+        inputs["eval.adapter"] = adapter_identity(adapter)
+    if str(OmegaConf.select(cfg, "task_name", default="")) == "train":
+        inputs["pairs_content"] = pairs_digest(OmegaConf.select(cfg, "sft.pairs_dir", default=""))
+    return inputs
+
+
+def claim(folder: str | Path, inputs: Mapping[str, Any], outputs: Iterable[str], restart: bool = False) -> None:
+    """Record ``inputs`` as those of ``folder``'s run, or refuse (one line) when ``folder`` already holds any of
+    ``outputs`` made from other inputs. A folder without such outputs, or a ``restart`` (``sft.resume=false``: the
+    user starts over there), takes the new inputs."""
+    if not inputs:
+        return
+    root = Path(folder)
+    ledger = root / LEDGER
+    current = json.loads(json.dumps(dict(inputs), default=str))  # as it reads back from the file
+    recorded = _read(ledger)
+    if recorded == current:
+        return
+    if recorded is not None and not restart and any((root / name).exists() for name in outputs):
+        changed = ", ".join(sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k)))
+        raise CultureSPAError(
+            f"{root}: holds outputs made from other inputs ({changed} changed since); to keep them, run this one "
+            f"in another folder (hydra.run.dir=<folder>), or delete {root}"
+        )
+    write_json(ledger, current)
+
+
+def _read(ledger: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(ledger.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
