@@ -63,3 +63,33 @@ def silence_wandb_warnings(messages: Sequence[str]) -> None:
     from wandb.errors import term  # heavy: only commands that log to W&B need it
 
     term._printed_messages.update(f"{term.WARN_STRING} {message}" for message in messages)
+
+
+def checkpoint_mark_saved(callback: Any, step: int) -> None:
+    """Lightning ``ModelCheckpoint``: record ``step`` as already saved, so its step-labelled save is skipped (a run
+    resumed mid-accumulation must not save the step it resumed at). The record is the private
+    ``_last_global_step_saved``; no public setter exists."""
+    callback._last_global_step_saved = int(step)
+
+
+def checkpoint_should_skip(callback: Any, trainer: Any) -> bool:
+    """Lightning ``ModelCheckpoint``: whether a save now would be refused (fast_dev_run, not fitting, sanity check,
+    this step already saved). The private ``_should_skip_saving_checkpoint`` holds the rules; copying them would
+    drift."""
+    return bool(callback._should_skip_saving_checkpoint(trainer))
+
+
+def checkpoint_save_last(callback: Any, trainer: Any) -> None:
+    """Lightning ``ModelCheckpoint``: write ``last.ckpt`` now, off Lightning's schedule (a wall-time save). The
+    private ``_save_last_checkpoint`` with the private ``_monitor_candidates`` is what Lightning itself calls;
+    ``trainer.save_checkpoint`` would skip the callback's bookkeeping (last path, saved step, logger notice)."""
+    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def checkpoint_write(callback: Any, trainer: Any, filepath: str) -> None:
+    """Lightning ``ModelCheckpoint``: its own write of one checkpoint file (the private ``_save_checkpoint``), for a
+    subclass that overrides that method to act around the write: every save Lightning makes goes through it, and no
+    public hook runs after the file is written."""
+    from lightning.pytorch.callbacks import ModelCheckpoint  # heavy: only training needs it
+
+    ModelCheckpoint._save_checkpoint(callback, trainer, filepath)

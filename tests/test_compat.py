@@ -26,6 +26,27 @@ def _tiny_llama():  # noqa: ANN202
     return LlamaForCausalLM(config).eval()
 
 
+def _tiny_lightning():  # noqa: ANN202
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Tiny()
+
+
+def _seven_batches() -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(7, 2)), batch_size=1)
+
+
 def test_wandb_private_log_artifact_declares_an_offline_input(tmp_path: Path, monkeypatch) -> None:
     import wandb
     from wandb.sdk.wandb_run import Run
@@ -123,20 +144,62 @@ def test_lightning_private_should_accumulate_follows_the_accumulation_window(tmp
         def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
             seen.append(compat.lightning_should_accumulate(trainer))
 
-    class Tiny(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = torch.nn.Linear(2, 1)
-
-        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
-            return self.layer(batch[0]).sum()
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(7, 2)), batch_size=1)
     trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=3, callbacks=[Probe()], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(tmp_path))  # fmt: skip
-    trainer.fit(Tiny(), data)
+    trainer.fit(_tiny_lightning(), _seven_batches())
     assert seen == [True, True, False, True, True, False, False]  # steps after 3, 6 and the epoch's last batch
+
+
+def test_lightning_private_checkpoint_members_keep_their_arguments() -> None:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    expected = {
+        "_should_skip_saving_checkpoint": ["self", "trainer"],
+        "_monitor_candidates": ["self", "trainer"],
+        "_save_last_checkpoint": ["self", "trainer", "monitor_candidates"],
+        "_save_checkpoint": ["self", "trainer", "filepath"],  # KeepTwoCheckpoint overrides it
+    }
+    for name, params in expected.items():
+        member = getattr(ModelCheckpoint, name, None)
+        assert callable(member), f"lightning {L.__version__}: ModelCheckpoint.{name} is gone"
+        found = list(inspect.signature(member).parameters)
+        assert found == params, f"lightning {L.__version__}: ModelCheckpoint.{name} now takes {found}, not {params}"
+    saved = getattr(ModelCheckpoint(), "_last_global_step_saved", None)
+    assert isinstance(saved, int), f"lightning {L.__version__}: ModelCheckpoint._last_global_step_saved is gone"
+
+
+def test_lightning_private_checkpoint_calls_save_skip_and_write_through_the_override(tmp_path: Path) -> None:
+    """A save off Lightning's schedule writes ``last.ckpt`` through the subclass's ``_save_checkpoint`` override (as
+    Lightning's own saves do); after it, and after marking a step saved, Lightning skips saving that step."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    seen: list[bool] = []
+    written: list[tuple[str, int]] = []
+
+    class Probe(ModelCheckpoint):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+            if trainer.global_step in (2, 3):
+                seen.append(compat.checkpoint_should_skip(self, trainer))
+                if trainer.global_step == 2:
+                    compat.checkpoint_save_last(self, trainer)
+                else:
+                    compat.checkpoint_mark_saved(self, trainer.global_step)
+                seen.append(compat.checkpoint_should_skip(self, trainer))
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+        def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+            written.append((Path(filepath).name, int(trainer.global_step)))
+            compat.checkpoint_write(self, trainer, filepath)
+
+    probe = Probe(dirpath=str(tmp_path), save_last=True, save_top_k=0, every_n_train_steps=100,
+                  save_on_train_epoch_end=False)  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, callbacks=[probe], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(_tiny_lightning(), _seven_batches())
+    assert seen == [False, True, False, True], f"lightning {L.__version__}: ModelCheckpoint's skip rules changed"
+    assert written == [("last.ckpt", 2)], f"lightning {L.__version__}: saves no longer go through _save_checkpoint"
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2

@@ -12,7 +12,7 @@ import pytest
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.metrics import Item, culture_report, headline
 from culturespa.evaluate.paired import over_seeds, paired_comparison, unpaired_difference
-from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, score_intervals, scores
+from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, score_intervals, scores, t_interval
 
 
 def _table(err: list[list[float]] | np.ndarray, worst: list[list[float]] | np.ndarray) -> ScoreTable:
@@ -266,3 +266,10 @@ def test_printed_tables_show_intervals(capsys: pytest.CaptureFixture[str]) -> No
     # twice in each table (culture, average) and once in each verdict paragraph
     assert out.count("40.07 [38.90, 41.20]") == 4 + 2 and "-1.27 [-2.10, -0.40]" in out and "0.004" in out
     assert "[90% CI]" in out and "permutation test" in out
+
+
+def test_t_interval_is_the_means_t_interval_and_needs_two_values() -> None:
+    """mean ± t(0.975, n − 1) · sd / √n: [1, 2, 3, 4] gives 2.5 ± 3.1824 · 0.6455; one value gives no interval."""
+    lo, hi = t_interval([1.0, 2.0, 3.0, 4.0], 0.95)
+    assert (lo, hi) == pytest.approx((2.5 - 2.0543, 2.5 + 2.0543), abs=1e-4)
+    assert t_interval([2.0]) is None and t_interval([]) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,7 @@ def test_bench_runs_only_the_rows_asked_in_the_dtype_asked(tmp_path: Path) -> No
     assert [name for name in ("sample", "greedy", "logprob", "sample@4", "greedy@4") if name in out] == ["greedy@4"]
     assert out["greedy@4"]["prompts"] == 2 and "bfloat16" in out["dtype"]
     assert bench.interval([2.0]) == (2.0, 2.0) and bench.interval([1.0, 3.0])[0] < 2.0 < bench.interval([1.0, 3.0])[1]
+    times = [1.0 + 0.1 * i for i in range(24)]  # the default --paper-prompts
+    lo, hi = bench.interval(times)
+    mean, sem = statistics.fmean(times), statistics.stdev(times) / 24**0.5
+    assert (mean - lo, hi - mean) == pytest.approx((2.0687 * sem, 2.0687 * sem), rel=1e-4)  # t, 23 df (was 1.96)

@@ -138,13 +138,14 @@ def test_evaluating_a_qlora_run_loads_the_base_on_the_engine_device(
 ) -> None:
     """evaluate: the quantised base goes where ``engine.device`` says (the paper preset: cuda), not to the CPU."""
     from culturespa.evaluate import answering
+    from culturespa.evaluate.evaluate_settings import AnsweringSettings
 
     _cuda(monkeypatch)
     cfg = compose("evaluate", ["experiment=paper_joint", "peft=qlora", "model=tiny_random"], output_dir=tmp_path)
     assert cfg.engine.device == "cuda"
     seen = _capture_load(monkeypatch)
     with pytest.raises(_Captured):
-        answering._load_model(cfg)
+        answering._load_model(AnsweringSettings.from_config(cfg))
     assert seen["device_map"] == {"": 0}
     assert seen["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from culturespa.evaluate.answering import FINGERPRINT_KEYS
+from culturespa.evaluate.evaluate_settings import FINGERPRINT_KEYS, answers_fingerprint
 from culturespa.stages.identity import (
     GENERATE_STAGES,
     PIPELINE_STAGES,
@@ -51,6 +51,8 @@ def test_stage_hashes_are_unchanged(pinned) -> None:  # noqa: ANN001
 def test_run_folder_training_and_answer_digests_are_unchanged(pinned) -> None:  # noqa: ANN001
     evaluation = pinned("evaluate", "eval.adapter=/pinned-adapter")
     assert config_hash(evaluation, FINGERPRINT_KEYS) == "eb5bd65de3"
+    assert answers_fingerprint(evaluation)["hash"] == "eb5bd65de3"  # what fingerprint.json holds
+    assert list(answers_fingerprint(evaluation)["settings"]) == list(FINGERPRINT_KEYS)
     assert config_key(evaluation) == "68a8e5d94b"
     assert run_dir_name(evaluation, config_key) == "eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     assert str(evaluation.hydra.run.dir).endswith(

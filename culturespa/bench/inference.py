@@ -35,6 +35,7 @@ import torch
 
 from culturespa.config import compose
 from culturespa.data.survey import WVSData
+from culturespa.evaluate.uncertainty import t_interval
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.infer.parsing import parse_answer
 from culturespa.models.dtype import cpu_capability
@@ -132,14 +133,14 @@ def paper_loop(engine: Any, requests: Sequence[Any]) -> tuple[float, float, floa
 
 
 def interval(times: Sequence[float]) -> tuple[float, float]:
-    """95 % interval of the mean seconds per prompt (normal approximation over the sampled prompts: reply lengths,
-    and so times, vary from prompt to prompt much more than between runs)."""
-    n = len(times)
-    mean = sum(times) / n
-    if n < 2:
+    """95 % t interval of the mean seconds per prompt over the sampled prompts (reply lengths, and so times, vary from
+    prompt to prompt much more than between runs); its low end stays above 0, as the ratios divide by it. One prompt:
+    the mean alone."""
+    found = t_interval(times, 0.95)
+    if found is None:
+        mean = sum(times) / len(times)
         return mean, mean
-    half = 1.96 * (sum((t - mean) ** 2 for t in times) / (n - 1)) ** 0.5 / n**0.5
-    return max(mean - half, 1e-9), mean + half
+    return max(found[0], 1e-9), found[1]
 
 
 def run_engine(engine: Any, requests: Sequence[Any], decoding: Any, rounds: int = 2) -> dict[str, Any]:

@@ -25,10 +25,12 @@ from culturespa.prompts.builder import (
 
 def style_for(cfg: Any, saved: PromptStyle | None) -> PromptStyle:
     """``cfg.prompt``'s variant, with the adapter's saved templates when there are any."""
-    style = PromptStyle.from_config(cfg.templates, cfg.prompt)
-    if saved is not None:
-        style = replace(style, templates=saved.templates)
-    return style
+    return adapter_style(PromptStyle.from_config(cfg.templates, cfg.prompt), saved)
+
+
+def adapter_style(style: PromptStyle, saved: PromptStyle | None) -> PromptStyle:
+    """The config's prompt variant ``style`` with the adapter's saved templates when there are any."""
+    return style if saved is None else replace(style, templates=saved.templates)
 
 
 def culture_independent(style: PromptStyle) -> bool:

@@ -27,8 +27,8 @@ from culturespa.data.survey import WVSData
 from culturespa.evaluate.adapters import AdapterPlan, resolve_adapters
 from culturespa.evaluate.alignment_score import items_by_culture, relation_matrix, score_all
 from culturespa.evaluate.analyses import log_outputs, relations_outputs
-from culturespa.evaluate.answering import answer_with_model, effective_runs
-from culturespa.evaluate.evaluate_settings import EvaluateSettings
+from culturespa.evaluate.answering import answer_with_model
+from culturespa.evaluate.evaluate_settings import AnsweringSettings, EvaluateSettings
 from culturespa.evaluate.general import log_general, run_general
 from culturespa.evaluate.latest import resolve_latest
 from culturespa.evaluate.predictions import PLACEHOLDER, load_predictions, prediction_paths
@@ -123,8 +123,9 @@ def _answers(
     provenance.check_adapters(cfg, plan.folders.values())  # trained on debug or foreign pairs: said (paper: refused)
     setting = _setting(settings, plan.describe())
     setting["adapter_kind"] = plan.kind
-    setting["runs"] = effective_runs(cfg)
-    return answer_with_model(cfg, wvs, questions, cultures, plan), setting, plan
+    answering = AnsweringSettings.from_config(cfg)
+    setting["runs"] = answering.runs
+    return answer_with_model(answering, cfg, wvs, questions, cultures, plan), setting, plan
 
 
 def score_wvs(cfg: DictConfig, settings: EvaluateSettings) -> Scored:

@@ -29,7 +29,7 @@ from culturespa.errors import CultureSPAError, run_cli
 from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.paired import over_seeds
 from culturespa.evaluate.references import describe
-from culturespa.evaluate.uncertainty import BootstrapSettings
+from culturespa.evaluate.uncertainty import BootstrapSettings, t_interval
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 from culturespa.pairs import noise_seeds
 
@@ -136,15 +136,14 @@ def _uncertainty(
     return about, found
 
 
-def _t_interval(values: list[float], confidence: float) -> dict[str, Any]:
-    """Fallback without per-question answers: mean ± t · sd / √n over the seeds, and the one-sample t-test's p."""
+def _t_fallback(values: list[float], confidence: float) -> dict[str, Any]:
+    """Fallback without per-question answers: the t interval over the seeds, and the one-sample t-test's p."""
     from scipy import stats  # scipy.stats loads slowly: only for intervals over a few seeds
 
     if len(values) < 2 or statistics.stdev(values) == 0.0:
         return {"lo": None, "hi": None, "p": None}
-    mean, sem = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, len(values) - 1)) * sem
-    return {"lo": mean - half, "hi": mean + half, "p": float(stats.ttest_1samp(values, 0.0).pvalue)}
+    lo, hi = t_interval(values, confidence) or (None, None)
+    return {"lo": lo, "hi": hi, "p": float(stats.ttest_1samp(values, 0.0).pvalue)}
 
 
 def add_uncertainty(
@@ -168,7 +167,7 @@ def add_uncertainty(
         else:
             for key in ("base", "culturespa"):
                 block[key]["lo"] = block[key]["hi"] = None
-            t = _t_interval(block["delta"]["values"], settings.confidence)
+            t = _t_fallback(block["delta"]["values"], settings.confidence)
             block["delta"]["lo"], block["delta"]["hi"], block["p"] = t["lo"], t["hi"], t["p"]
     return summary
 

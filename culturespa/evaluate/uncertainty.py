@@ -26,6 +26,7 @@ weighted sums of per-question squares, so every resample is a matrix product ove
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.metrics import Item
@@ -201,6 +203,16 @@ def interval(
             levels = norm.cdf(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
     lo, hi = np.quantile(values, levels)
     return float(lo), float(hi)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """The mean's t interval, mean ± t · sd / √n (None below two values): for a handful of values (seeds, timed
+    prompts) whose spread, not a resampling, is all there is to go on."""
+    if len(values) < 2:
+        return None
+    mean, sem = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+    half = float(student_t.ppf(0.5 + confidence / 2.0, len(values) - 1)) * sem
+    return mean - half, mean + half
 
 
 def finite_or_none(value: float) -> float | None:
