@@ -77,7 +77,6 @@ class Engine:
         self.pad_id = int(pad if pad is not None else 0)
         self.stop_ids = self._stop_ids(model, tokenizer)
         self._passes: Passes | None = None
-        self._scorer: Scorer | None = None
         model.eval()
 
     # ---- construction ---------------------------------------------------------------------------------------------
@@ -199,9 +198,6 @@ class Engine:
 
     def _plan(self, items: list[Item], tight: bool = False) -> list[Batch]:
         return self._planner().plan(items, tight)
-
-    def _chunks(self, members: list[Item], prefix_len: int, tight: bool) -> Iterator[list[Item]]:
-        return self._planner().chunks(members, prefix_len, tight)
 
     # ---- running --------------------------------------------------------------------------------------------------
     def _run(self, reqs: list[Request], desc: str | None, work: Work) -> Iterator[list[Result]]:
