@@ -24,14 +24,14 @@ from tqdm.auto import tqdm
 from culturespa.errors import CultureSPAError
 from culturespa.infer import sampling
 from culturespa.infer.decode import DEFAULT_REFILL, SCHEDULES, Decoder, DecodeStats, Policy
-from culturespa.infer.decoding import MODES, Decoding, Request, Result
+from culturespa.infer.decoding import Decoding, Request, Result
 from culturespa.infer.logprob import Scorer
 from culturespa.infer.parsing import parse_answer
 from culturespa.infer.passes import Passes
-from culturespa.infer.planning import MIN_PREFIX_TOKENS, Batch, Item, Planner, prepare
+from culturespa.infer.planning import Batch, Item, Planner, prepare
 from culturespa.infer.prepack import LinearPacker
 
-__all__ = ["MIN_PREFIX_TOKENS", "MODES", "Batch", "Decoding", "Engine", "Item", "Request", "Result"]
+__all__ = ["Decoding", "Engine", "Request", "Result"]  # the answer loops read the request types from here
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 Work = Callable[[list[Item]], Iterator[list[Result]]]
