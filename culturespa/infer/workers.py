@@ -50,7 +50,7 @@ def parse_devices(value: Any, device: str = "auto", cuda_count: Callable[[], int
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, (list, tuple, ListConfig)):
-        return _listed([str(v).strip() for v in value], value, cuda_count)
+        return _listed([str(v).strip() for v in value], cuda_count)
     if value == "auto":
         count = 0 if str(device) == "cpu" else cuda_count()
         return [f"cuda:{i}" for i in range(count)] if count > 1 else [str(device)]
@@ -66,7 +66,7 @@ def parse_devices(value: Any, device: str = "auto", cuda_count: Callable[[], int
     return [f"cuda:{i}" for i in range(value)]
 
 
-def _listed(names: list[str], value: Any, cuda_count: Callable[[], int]) -> list[str]:
+def _listed(names: list[str], cuda_count: Callable[[], int]) -> list[str]:
     shown = "[" + ",".join(names) + "]"
     bad = [n for n in names if not _DEVICE.match(n)]
     if not names or bad:
