@@ -26,7 +26,7 @@ from culturespa.settings import check_values
 from culturespa.stages.checks import sampling_errors
 from culturespa.stages.identity import GENERATE_STAGES, config_key
 from culturespa.utils import rundirs
-from culturespa.utils.plain import slug, to_plain  # noqa: F401 - to_plain is still read from here
+from culturespa.utils.plain import slug
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 

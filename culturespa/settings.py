@@ -21,6 +21,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from culturespa.errors import CultureSPAError
 
 S = TypeVar("S", bound="GroupSettings")
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")  # one entry of an engine.devices list
+DEVICES_HINT = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,13 @@ class Devices:
     devices exist is checked when the workers start: ``infer/workers.py``)."""
 
     def problem(self, key: str, value: Any) -> str | None:
-        hint = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
         if isinstance(value, (list, tuple, ListConfig)):
             names = [str(v).strip() for v in value]
-            ok = bool(names) and all(n == "cpu" or re.fullmatch(r"cuda(:\d+)?", n) for n in names)
-            return None if ok else f"{key}=[{','.join(names)}] {hint}"
+            ok = bool(names) and all(DEVICE_NAME.fullmatch(n) for n in names)
+            return None if ok else f"{key}=[{','.join(names)}] {DEVICES_HINT}"
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return None
-        return f"{key}={value!r} {hint}"
+        return f"{key}={value!r} {DEVICES_HINT}"
 
 
 Rule = OneOf | Between | Count | Positive | Devices

@@ -79,25 +79,21 @@ def test_base_model_end_to_end_schema(make_cfg) -> None:
 
 
 def test_joint_and_specific_adapters(make_cfg, adapters) -> None:
-    base = evaluate(_cfg(make_cfg, "cultures=[USA,CHN]", "decoding=logprob", "prompt=unaware"))
+    overrides = ("cultures=[USA,CHN]", "decoding=logprob", "prompt=unaware")
+    base = evaluate(_cfg(make_cfg, *overrides))
     base_records = _answers(base, "unaware.jsonl")  # unaware: asked once, scored against both cultures
     assert {r["culture"] for r in base_records} == {None}
 
-    cfg = _cfg(
-        make_cfg, "cultures=[USA,CHN]", "decoding=logprob", "prompt=unaware", f"eval.adapter={adapters['joint']}"
-    )
-    with open_dict(cfg):
-        cfg.eval.output_dir = str(Path(cfg.eval.output_dir).parent / "joint")
-    joint = evaluate(cfg)
-    joint_records = _answers(joint, "unaware.jsonl")
+    def with_adapter(kind: str) -> dict:
+        cfg = _cfg(make_cfg, *overrides, f"eval.adapter={adapters[kind]}")
+        with open_dict(cfg):
+            cfg.eval.output_dir = str(Path(cfg.eval.output_dir).parent / kind)
+        return evaluate(cfg)
+
+    joint_records = _answers(with_adapter("joint"), "unaware.jsonl")
     assert [r["distribution"] for r in joint_records] != [r["distribution"] for r in base_records]
 
-    cfg = _cfg(
-        make_cfg, "cultures=[USA,CHN]", "decoding=logprob", "prompt=unaware", f"eval.adapter={adapters['specific']}"
-    )
-    with open_dict(cfg):
-        cfg.eval.output_dir = str(Path(cfg.eval.output_dir).parent / "specific")
-    specific = evaluate(cfg)
+    specific = with_adapter("specific")
     usa = _answers(specific, "unaware_USA.jsonl")
     chn = _answers(specific, "unaware_CHN.jsonl")
     # USA's own adapter is the joint one (same seed): identical answers; CHN's adapter differs

@@ -179,16 +179,16 @@ def test_batches_bound_padding(engine: tuple[Engine, Any]) -> None:
     lengths = [5, 5, 6, 6, 6, 7, 12, 13, 13, 30, 31, 90, 8, 8, 8, 8]
     items = [Item(i, Request(str(i), [{"role": "user", "content": "x"}]), "", [1] * n) for i, n in enumerate(lengths)]
     eng.batch_size, eng.max_padding = 4, 0.1
-    batches = list(eng._chunks(items, prefix_len=2, tight=True))
+    batches = list(eng._planner().chunks(items, prefix_len=2, tight=True))
     assert sorted(it.index for b in batches for it in b) == list(range(len(items)))
     for b in batches:
         own = [len(it.ids) - 2 for it in b]
         assert len(b) <= 4 and (len(b) == 1 or len(b) * max(own) <= 1.1 * sum(own)), own
     # own lengths 3, 3, then 4: padding 1 + 1 = 2 > 10 % of 10 closes the batch; 4, 4, 4 then 5 (3 pads > 1.7)
     assert [[len(it.ids) for it in b] for b in batches[:2]] == [[5, 5], [6, 6, 6]]
-    assert [len(b) for b in eng._chunks(items, prefix_len=2, tight=False)] == [4, 4, 4, 4]  # generation: full
+    assert [len(b) for b in eng._planner().chunks(items, prefix_len=2, tight=False)] == [4, 4, 4, 4]  # generation: full
     eng.max_padding = None
-    assert [len(b) for b in eng._chunks(items, prefix_len=2, tight=True)] == [4, 4, 4, 4]
+    assert [len(b) for b in eng._planner().chunks(items, prefix_len=2, tight=True)] == [4, 4, 4, 4]
     with pytest.raises(CultureSPAError, match="engine.max_padding"):
         Engine(eng.model, eng.tokenizer, max_padding=-1)
 

@@ -52,10 +52,10 @@ def test_auto_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_features_from_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
     dtypes.cpu_bf16_features.cache_clear()
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
-    monkeypatch.setattr(dtypes, "_cpuinfo_flags", lambda: {"fpu", "avx2", "fma"})
+    monkeypatch.setattr(dtypes, "cpuinfo", lambda: ({"fpu", "avx2", "fma"}, 0.0))
     assert dtypes.cpu_bf16_features() == () and "no native bf16" in dtypes.cpu_capability()
     dtypes.cpu_bf16_features.cache_clear()
-    monkeypatch.setattr(dtypes, "_cpuinfo_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(dtypes, "cpuinfo", lambda: ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, 0.0))
     assert dtypes.cpu_bf16_features() == ("amx_bf16", "avx512_bf16")
     assert "bf16: amx_bf16, avx512_bf16" in dtypes.cpu_capability()
     dtypes.cpu_bf16_features.cache_clear()

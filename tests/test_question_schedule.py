@@ -18,7 +18,7 @@ from culturespa.infer.engine import Engine, Result
 from culturespa.questions.generate import pick_examples
 from culturespa.questions.json_extract import Extracted, strict_question
 from culturespa.questions.settings import fingerprint
-from culturespa.stages import outputs
+from culturespa.stages import identity
 
 ARGS = ["stage=questions", "questions.topics=[0,4]", "questions.per_topic=5", "questions.max_retries=2", "logger=csv"]
 
@@ -129,12 +129,12 @@ def test_files_from_before_the_new_settings_still_resume(make_cfg) -> None:  # n
     legacy = ["questions.top_k=0", "questions.exposure=waves", "questions.accept=lenient"]
     cfg = make_cfg("generate", [*ARGS, *legacy])
     ignore = ("output", "overwrite", "per_topic", "topics", "batch_size", "max_retries", "top_k", "exposure", "accept")
-    earlier = outputs.fingerprint(  # the payload the earlier code hashed (it had no top_k, exposure, accept)
+    earlier = identity.fingerprint(  # the payload the earlier code hashed (it had no top_k, exposure, accept)
         {
-            "model": outputs.plain(cfg, "model"),
-            "questions": {k: v for k, v in outputs.plain(cfg, "questions").items() if k not in ignore},
+            "model": identity.plain(cfg, "model"),
+            "questions": {k: v for k, v in identity.plain(cfg, "questions").items() if k not in ignore},
             "seed": int(cfg.seed),
-            "template": outputs.plain(cfg, "templates.question_generation"),
+            "template": identity.plain(cfg, "templates.question_generation"),
         }
     )
     assert fingerprint(cfg) == earlier

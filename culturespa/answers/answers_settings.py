@@ -16,6 +16,7 @@ from culturespa.answers.shards import Shard
 from culturespa.infer.workers import worker_devices
 from culturespa.settings import AnswersSettings
 from culturespa.stages import outputs
+from culturespa.stages.identity import plain
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,19 @@ class AnswersStageSettings:
         """``merge`` (``stage=merge-answers``): no workers; the shard is checked in merge mode too."""
         shard = Shard.parse(OmegaConf.select(cfg, "answers.shard", default=None))
         devices = () if merge else tuple(worker_devices(cfg))
-        decoding = outputs.plain(cfg, "decoding")
+        decoding = plain(cfg, "decoding")
         workers_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
         return cls(
             answers=AnswersSettings.from_config(cfg.answers),
             decoding=decoding,
             identity={
-                "model": outputs.plain(cfg, "model"),
+                "model": plain(cfg, "model"),
                 "decoding": decoding,
-                "templates": outputs.plain(cfg, "templates.answer"),
+                "templates": plain(cfg, "templates.answer"),
                 "seed": int(cfg.seed),
             },
-            templates=outputs.plain(cfg, "templates"),
-            prompt=outputs.plain(cfg, "prompt"),
+            templates=plain(cfg, "templates"),
+            prompt=plain(cfg, "prompt"),
             samples=int(OmegaConf.select(cfg, "data.samples", default=1) or 1),
             replicates=int(OmegaConf.select(cfg, "data.noise_replicates", default=0) or 0),
             seed=int(cfg.seed),

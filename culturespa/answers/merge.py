@@ -23,13 +23,14 @@ from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 from culturespa.infer.workers import Job, run_jobs, worker_devices
 from culturespa.stages import outputs
+from culturespa.stages.identity import fingerprint
 
 log = logging.getLogger("culturespa.generate")
 
 
 def shard_fingerprint(shard: Shard, fp: str, chunk: int) -> str:
     """A shard file's fingerprint: the unsharded output's ``fp`` plus how the questions were split."""
-    return outputs.fingerprint(shard.identity(fp, chunk))
+    return fingerprint(shard.identity(fp, chunk))
 
 
 def merge_one(

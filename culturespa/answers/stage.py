@@ -44,6 +44,7 @@ from culturespa.infer.workers import Job, run_jobs
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
 from culturespa.questions.pool import load_questions
 from culturespa.stages import outputs
+from culturespa.stages.identity import fingerprint
 from culturespa.stages.runtime import StageRuntime
 from culturespa.stages.tracking import StageRun
 
@@ -171,7 +172,7 @@ def plan_answers(
     files = []
     for culture in targets:
         near, far = similar.get(culture, ((), ()))
-        fp = outputs.fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
+        fp = fingerprint({**base, "culture": culture, "similar": similar.get(culture)})
         path = answers_file(str(settings.answers.output_dir), setting, culture)
         if shard is not None:  # answers.shard=i/n: its own file, fingerprint and share of the questions
             path, fp = shard.path(path), shard_fingerprint(shard, fp, chunk)

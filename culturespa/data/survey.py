@@ -62,7 +62,7 @@ class WVSData:
         questions = _load_questions(wvs_dir / QUESTIONS_FILE)
         shares = _load_shares(wvs_dir / SHARES_FILE, questions)
         similarity = _load_similarity(wvs_dir / SIMILARITY_FILE)
-        examples = _load_examples(wvs_dir / EXAMPLES_FILE, questions)
+        examples = _load_examples(wvs_dir / EXAMPLES_FILE)
         return cls(questions, shares, similarity, examples, wvs_dir)
 
     @cached_property
@@ -191,7 +191,7 @@ def _load_similarity(path: Path) -> dict[str, dict[str, float]]:
     return {c: {o: float(v) for o, v in row.items()} for c, row in raw.items()}
 
 
-def _load_examples(path: Path, questions: dict[str, Question]) -> dict[str, list[str]]:
+def _load_examples(path: Path) -> dict[str, list[str]]:
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise fail(path, "expected {Q_id: [ranked Q_ids]}")

@@ -88,9 +88,8 @@ def paired_comparison(
     if settings.method == "bca":
         jw = jackknife_weights(n_questions)
         jack = np.stack([scores(base, jw), scores(tuned, jw)])
-    p_method = (
-        settings.p_value if same_runs else "bootstrap"
-    )  # a swap pairs run r of one system with run r of the other
+    # a permutation swaps run r of one system with run r of the other, so it needs the same runs
+    p_method = settings.p_value if same_runs else "bootstrap"
     permuted = _permuted_differences(base, tuned, rng, settings.samples) if p_method == "permutation" else None
 
     def block(col: int | None) -> dict[str, Any]:

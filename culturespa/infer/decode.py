@@ -49,11 +49,6 @@ class DecodeStats:
     row_steps: int = 0
     live_row_steps: int = 0
 
-    @property
-    def finished_share(self) -> float:
-        """Share of computed decode row-steps spent on rows whose reply had already ended."""
-        return 1 - self.live_row_steps / self.row_steps if self.row_steps else 0.0
-
 
 @dataclass
 class _Slot:

@@ -12,8 +12,6 @@ from typing import Any
 from culturespa.infer import sampling
 from culturespa.settings import DecodingSettings, check_group
 
-MODES = ("sample", "greedy", "logprob")
-
 
 @dataclass
 class Request:

@@ -24,14 +24,14 @@ from tqdm.auto import tqdm
 from culturespa.errors import CultureSPAError
 from culturespa.infer import sampling
 from culturespa.infer.decode import DEFAULT_REFILL, SCHEDULES, Decoder, DecodeStats, Policy
-from culturespa.infer.decoding import MODES, Decoding, Request, Result
+from culturespa.infer.decoding import Decoding, Request, Result
 from culturespa.infer.logprob import Scorer
 from culturespa.infer.parsing import parse_answer
 from culturespa.infer.passes import Passes
-from culturespa.infer.planning import MIN_PREFIX_TOKENS, Batch, Item, Planner, prepare
+from culturespa.infer.planning import Batch, Item, Planner, prepare
 from culturespa.infer.prepack import LinearPacker
 
-__all__ = ["MIN_PREFIX_TOKENS", "MODES", "Batch", "Decoding", "Engine", "Item", "Request", "Result"]
+__all__ = ["Decoding", "Engine", "Request", "Result"]  # the answer loops read the request types from here
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 Work = Callable[[list[Item]], Iterator[list[Result]]]
@@ -77,7 +77,6 @@ class Engine:
         self.pad_id = int(pad if pad is not None else 0)
         self.stop_ids = self._stop_ids(model, tokenizer)
         self._passes: Passes | None = None
-        self._scorer: Scorer | None = None
         model.eval()
 
     # ---- construction ---------------------------------------------------------------------------------------------
@@ -199,9 +198,6 @@ class Engine:
 
     def _plan(self, items: list[Item], tight: bool = False) -> list[Batch]:
         return self._planner().plan(items, tight)
-
-    def _chunks(self, members: list[Item], prefix_len: int, tight: bool) -> Iterator[list[Item]]:
-        return self._planner().chunks(members, prefix_len, tight)
 
     # ---- running --------------------------------------------------------------------------------------------------
     def _run(self, reqs: list[Request], desc: str | None, work: Work) -> Iterator[list[Result]]:

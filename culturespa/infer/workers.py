@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -31,12 +30,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from culturespa.errors import CultureSPAError
+from culturespa.settings import DEVICE_NAME, DEVICES_HINT
 
 log = logging.getLogger("culturespa.workers")
 KEY = "engine.devices"
 CHAOS_JOB_ENV = "CULTURESPA_CHAOS_JOB"  # tests: only the job of this label keeps CULTURESPA_CHAOS (utils/chaos.py)
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-_HINT = "must be auto, a positive integer or a list of devices like [cuda:0,cuda:1] or [cpu,cpu]"
 
 
 def _cuda_count() -> int:
@@ -50,12 +48,12 @@ def parse_devices(value: Any, device: str = "auto", cuda_count: Callable[[], int
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, (list, tuple, ListConfig)):
-        return _listed([str(v).strip() for v in value], value, cuda_count)
+        return _listed([str(v).strip() for v in value], cuda_count)
     if value == "auto":
         count = 0 if str(device) == "cpu" else cuda_count()
         return [f"cuda:{i}" for i in range(count)] if count > 1 else [str(device)]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CultureSPAError(f"{KEY}={value!r} {_HINT}")
+        raise CultureSPAError(f"{KEY}={value!r} {DEVICES_HINT}")
     if value == 1:
         return [str(device)]
     count = 0 if str(device) == "cpu" else cuda_count()
@@ -66,11 +64,11 @@ def parse_devices(value: Any, device: str = "auto", cuda_count: Callable[[], int
     return [f"cuda:{i}" for i in range(value)]
 
 
-def _listed(names: list[str], value: Any, cuda_count: Callable[[], int]) -> list[str]:
+def _listed(names: list[str], cuda_count: Callable[[], int]) -> list[str]:
     shown = "[" + ",".join(names) + "]"
-    bad = [n for n in names if not _DEVICE.match(n)]
+    bad = [n for n in names if not DEVICE_NAME.fullmatch(n)]
     if not names or bad:
-        raise CultureSPAError(f"{KEY}={shown} {_HINT} ({bad[0] if bad else 'empty list'} is not a device)")
+        raise CultureSPAError(f"{KEY}={shown} {DEVICES_HINT} ({bad[0] if bad else 'empty list'} is not a device)")
     names = ["cuda:0" if n == "cuda" else n for n in names]
     if any(n.startswith("cuda") for n in names):
         count = cuda_count()

@@ -19,17 +19,26 @@ ARM_BF16_FLAGS = ("bf16",)  # aarch64 /proc/cpuinfo "Features" (BFDOT/BFMMLA)
 _logged: set[tuple[str, str]] = set()
 
 
-def _cpuinfo_flags() -> set[str]:
+def cpuinfo() -> tuple[set[str], float]:
+    """CPU flags (x86 ``flags``, aarch64 ``Features``) and the highest ``cpu MHz`` in /proc/cpuinfo, in GHz (nothing
+    and 0 when unreadable)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
+        return set(), 0.0
     flags: set[str] = set()
+    mhz = 0.0
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
+        key = key.strip().lower()
+        if key in ("flags", "features"):
             flags.update(value.split())
-    return flags
+        elif key == "cpu mhz":
+            try:
+                mhz = max(mhz, float(value))
+            except ValueError:
+                pass
+    return flags, mhz / 1000.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,7 +52,7 @@ def cpu_bf16_features() -> tuple[str, ...]:
         found.update(flag for flag in CPU_BF16_FLAGS if caps.get(flag))
     except Exception:  # noqa: BLE001 - older torch: fall back to the kernel's flags
         pass
-    flags = _cpuinfo_flags()
+    flags, _ = cpuinfo()
     found.update(flag for flag in CPU_BF16_FLAGS if flag in flags)
     if platform.machine().lower() in ("aarch64", "arm64"):
         found.update(flag for flag in ARM_BF16_FLAGS if flag in flags)

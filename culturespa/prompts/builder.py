@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class PromptStyle:
     n_examples: int = 0
     n_similar: int = 3
     name: str = "p1"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, templates: Any, prompt: Any) -> PromptStyle:
@@ -219,11 +218,9 @@ class PromptBuilder:
         return messages
 
 
-def similar_cultures(
-    wvs: Any, culture: str, k: int, among: Sequence[str] = PAPER_CULTURES
-) -> tuple[list[str], list[str]]:
+def similar_cultures(wvs: Any, culture: str, k: int) -> tuple[list[str], list[str]]:
     """The k most and k least similar cultures for a cross-culture-thinking prompt (from the WVS similarity data)."""
-    return wvs.most_and_least_similar(culture, list(among), k)
+    return wvs.most_and_least_similar(culture, list(PAPER_CULTURES), k)
 
 
 def self_alignment_examples(wvs: Any, question_id: str, culture: str, k: int) -> list[tuple[Question, int]]:

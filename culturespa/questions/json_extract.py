@@ -22,7 +22,6 @@ _KEY_COLON_INSIDE = re.compile(r'"\s*([A-Za-z_ ]+?)\s*:\s*"\s*(?=")')
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _QUESTION_KEYS = ("question", "questiontext", "text", "q")
 _OPTION_KEYS = ("options", "option", "optionlst", "optionlist", "choices", "answers", "answeroptions")
-ACCEPT_RULES = ("strict", "lenient")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from culturespa.data.jsonl import read_records
 from culturespa.data.questions import Question
 from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import fail
+from culturespa.stages.lineage import filter_source
 
 # filter.input's default: the file a stage-by-stage `generate.py stage=questions` run writes under paths.work_dir
 _STAGE_BY_STAGE_INPUT = "${questions.output}"
@@ -103,8 +104,7 @@ def pipeline_pool(cfg: Any, mode: str) -> str:
     raw = OmegaConf.to_container(cfg.filter, resolve=False).get("input")
     if raw == _STAGE_BY_STAGE_INPUT:
         return str(cfg.paths.question_pool_dir)
-    value = str(cfg.filter.input)
-    return str(cfg.paths.question_pool_dir) if value == "paper" else value
+    return filter_source(cfg)
 
 
 def files_digest(path: str | Path) -> str:

@@ -14,7 +14,7 @@ from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
 from culturespa.infer.workers import worker_devices
 from culturespa.settings import QuestionsSettings, check_group
-from culturespa.stages import outputs
+from culturespa.stages import identity, outputs
 
 # Settings added after files were written: at these values a run behaves as before they existed, so they are left out
 # of the fingerprint, and a run started before them resumes (a finished file is skipped) when given these values and
@@ -88,7 +88,7 @@ class Settings:
     def from_config(cls, cfg: DictConfig) -> Settings:
         """Keys an older config lacks take their :data:`LEGACY_VALUES`; the values are checked where every group's
         are (``settings.QuestionsSettings``), one line for the first bad one."""
-        values = {**LEGACY_VALUES, **outputs.plain(cfg, "questions")}
+        values = {**LEGACY_VALUES, **identity.plain(cfg, "questions")}
         check_group(QuestionsSettings, values)
         q = QuestionsSettings.from_config(values)
         return cls(
@@ -125,15 +125,15 @@ def fingerprint(cfg: DictConfig) -> str:
     ignore = ("output", "overwrite", "per_topic", "topics", "batch_size", "max_retries")
     settings = {
         k: v
-        for k, v in outputs.plain(cfg, "questions").items()
+        for k, v in identity.plain(cfg, "questions").items()
         if k not in ignore and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])
     }
-    return outputs.fingerprint(
+    return identity.fingerprint(
         {
-            "model": outputs.plain(cfg, "model"),
+            "model": identity.plain(cfg, "model"),
             "questions": settings,
             "seed": int(cfg.seed),
-            "template": outputs.plain(cfg, "templates.question_generation"),
+            "template": identity.plain(cfg, "templates.question_generation"),
         }
     )
 
@@ -163,8 +163,8 @@ class QuestionsStageSettings:
             fingerprint=fingerprint(cfg),
             overwrite=outputs.overwrite_requested(cfg),
             wvs_dir=cfg.paths.wvs_dir,
-            templates=outputs.plain(cfg, "templates"),
-            prompt=outputs.plain(cfg, "prompt"),
+            templates=identity.plain(cfg, "templates"),
+            prompt=identity.plain(cfg, "prompt"),
             devices=devices,
             workers_dir=Path(str(workers_dir)) if workers_dir else None,
         )

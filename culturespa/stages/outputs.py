@@ -22,10 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.data.jsonl import write_json
 from culturespa.errors import fail
-from culturespa.stages.identity import fingerprint, plain
-
-# fingerprint / plain are the stage home's (stages.identity); the answers and questions stages reach them through here
-__all__ = ["fingerprint", "plain", "mark", "prepare", "read_meta", "refuse_shrink", "overwrite_requested"]
 
 log = logging.getLogger("culturespa.generate")
 

@@ -83,7 +83,3 @@ def build_peft_model(
         model = get_peft_model(model, lora_config(peft_cfg))
     model.train()
     return model
-
-
-def trainable_names(model: Any) -> list[str]:
-    return [name for name, param in model.named_parameters() if param.requires_grad]

@@ -18,11 +18,12 @@ import os
 import resource
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+
+from culturespa.models.dtype import cpuinfo
 
 log = logging.getLogger("culturespa.train")
 
@@ -88,33 +89,12 @@ def cpu_peak(flags: set[str], cores: int, ghz: float, kind: str) -> DevicePeak:
     return DevicePeak(None, f"CPU without a known {kind} unit (or clock): MFU unknown", True)
 
 
-def _cpuinfo() -> tuple[set[str], float]:
-    """CPU flags and the highest ``cpu MHz`` in /proc/cpuinfo, in GHz (0 when unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set(), 0.0
-    flags: set[str] = set()
-    mhz = 0.0
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "flags":
-            flags.update(value.split())
-        elif key == "cpu mhz":
-            try:
-                mhz = max(mhz, float(value))
-            except ValueError:
-                pass
-    return flags, mhz / 1000.0
-
-
 def device_peak(device: torch.device, precision: Any) -> DevicePeak:
     """The peak of the device this rank trains on, in the Trainer's precision."""
     kind = precision_kind(precision)
     if device.type == "cuda":
         return gpu_peak(torch.cuda.get_device_name(device), kind)
-    flags, ghz = _cpuinfo()
+    flags, ghz = cpuinfo()  # aarch64 features never name an x86 unit of CPU_FLOPS_PER_CYCLE
     cores = min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
     return cpu_peak(flags, cores, ghz, kind)
 

@@ -25,10 +25,6 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def dir_mode() -> int:
-    return 0o777 & ~current_umask()
-
-
 def fix_file(path: str | Path) -> None:
     """Give a file made by ``mkstemp`` the mode a plain ``open(path, "w")`` would have."""
     os.chmod(path, file_mode())
