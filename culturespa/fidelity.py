@@ -19,8 +19,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from culturespa.config import compose
-from culturespa.data.cultures import PAPER_CULTURES, get_culture
-from culturespa.data.survey import WVSData, default_data_dir
 from culturespa.evaluate.prompting import answer_messages, style_for
 from culturespa.infer.engine import Decoding
 from culturespa.infer.parsing import parse_answer
@@ -29,6 +27,8 @@ from culturespa.questions.filter import filter_questions, normalise, paper_seed_
 from culturespa.questions.paper_filter import paper_filter, table
 from culturespa.questions.pool import load_questions
 from culturespa.train.run import training_style
+from culturespa.wvs.cultures import PAPER_CULTURES, get_culture
+from culturespa.wvs.survey import WVSData, default_data_dir
 
 POOL = "generated-questions-llama3-8b-instruct"
 PRESETS = ("paper_joint", "paper_cct", "paper_quality", "paper_quantity", "paper_specific")

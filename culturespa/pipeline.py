@@ -29,8 +29,6 @@ from rich.table import Table
 
 from culturespa.answers.merge import fan_out
 from culturespa.config import CONFIG_DIR, check_override_keys, validate_config
-from culturespa.data.jsonl import write_json
-from culturespa.data.survey import WVSData
 from culturespa.entry import check_group_overrides, set_offline_defaults, task_wrapper
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.analyses import compare, log_outputs
@@ -53,8 +51,10 @@ from culturespa.stages.identity import (
 from culturespa.stages.runtime import config_with
 from culturespa.train.run import train
 from culturespa.utils import artifacts
+from culturespa.utils.jsonl import write_json
 from culturespa.utils.plain import slug, to_plain
 from culturespa.utils.tracking import GROUP_ENV, finish_run, pin_wandb_dir, run_name, start_run
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger("culturespa.pipeline")
 QUESTION_SOURCES = ("generate", "pool", "both")

@@ -17,7 +17,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from culturespa.config import compose  # noqa: E402
-from culturespa.data.survey import WVSData, default_data_dir  # noqa: E402
+from culturespa.wvs.survey import WVSData, default_data_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 from culturespa.answers.loop import AnswerFile, fill
 from culturespa.answers.records import answer_key, answer_record
 from culturespa.answers.shards import Shard
-from culturespa.data.questions import Question
 from culturespa.infer.engine import Decoding, Result
+from culturespa.wvs.questions import Question
 
 QUESTIONS = [Question(id=f"Q{i}", text=f"question {i}?", options=("yes", "no", "maybe")) for i in range(5)]
 

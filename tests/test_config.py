@@ -14,11 +14,11 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from culturespa.config import CONFIG_DIR, _dotted_keys, check_override_keys, compose, nearest_keys, validate_config
-from culturespa.data.cultures import PAPER_CULTURES
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, resolve_model_dir
 from culturespa.settings import GROUPS as SETTINGS_GROUPS
 from culturespa.utils.plain import slug, to_plain
+from culturespa.wvs.cultures import PAPER_CULTURES
 
 REPO = Path(__file__).resolve().parents[1]
 PRIMARY = ["train", "generate", "evaluate", "pipeline"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.cultures import CULTURE_SETS, PAPER_CULTURES, get_culture, resolve_cultures
-from culturespa.data.fetch import WVS_SHA256, prepare, sha256
-from culturespa.data.survey import WVSData, default_data_dir
-from culturespa.data.topics import TOPIC_NAMES, is_zero_based, topic_of
 from culturespa.errors import CultureSPAError
+from culturespa.wvs.cultures import CULTURE_SETS, PAPER_CULTURES, get_culture, resolve_cultures
+from culturespa.wvs.fetch import WVS_SHA256, prepare, sha256
+from culturespa.wvs.survey import WVSData, default_data_dir
+from culturespa.wvs.topics import TOPIC_NAMES, is_zero_based, topic_of
 
 ZERO_BASED = [f"Q{n}" for n in [*range(94, 106), 119, *range(122, 130), *range(241, 250)]]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from culturespa.data.cultures import get_culture
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
 from culturespa.prompts.builder import PromptStyle, self_alignment_examples, similar_cultures
+from culturespa.wvs.cultures import get_culture
 
 
 def test_p3_examples_skip_unanswered_and_use_majority_answers(wvs) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.metrics import alignment_score
 from culturespa.evaluate.references import reference_scores
+from culturespa.wvs.survey import WVSData
 
 
 def test_reference_scores_match_direct_scoring(wvs: WVSData) -> None:

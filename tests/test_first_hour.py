@@ -96,7 +96,7 @@ def _step1(make_cfg, root: Path, monkeypatch, *extra: str) -> None:  # noqa: ANN
 
 
 def _leftover(path: Path) -> None:
-    from culturespa.data.questions import Question
+    from culturespa.wvs.questions import Question
 
     question = Question("gen-t0-0", "Is a leftover a good question?", ("Yes", "No"), 1, "social values", "generated")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from culturespa.config import compose
-from culturespa.data.cultures import get_culture
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
 from culturespa.train.run import training_style
 from culturespa.train.sft_data import PairChats, prepare_splits, shuffled
 from culturespa.train.synthetic import write_pairs
+from culturespa.wvs.cultures import get_culture
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
 from culturespa.questions.filter import filter_questions, normalise
@@ -19,6 +18,7 @@ from culturespa.questions.near_dup import near_duplicates, rouge_l, tokenize
 from culturespa.questions.options import explains_scale, format_question, parse_option
 from culturespa.questions.pool import load_questions
 from culturespa.stages.lineage import report_path
+from culturespa.wvs.questions import Question
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine, Result
+from culturespa.wvs.topics import TOPIC_NAMES
 
 
 def _lines(path: Path) -> list[dict]:
@@ -128,7 +128,7 @@ def test_questions_scripted_retries_provenance_resume_skip(make_cfg, monkeypatch
 
 
 def cfg_topic(q_id: str) -> str:
-    from culturespa.data.topics import topic_of
+    from culturespa.wvs.topics import topic_of
 
     return str(topic_of(q_id))
 

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import pytest
 
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.alignment_score import items_for
 from culturespa.evaluate.metrics import alignment_score
 from culturespa.evaluate.references import reference_scores
 from culturespa.prompts.builder import self_alignment_examples
+from culturespa.wvs.survey import WVSData
 
 # (culture, question) -> the option the paper's scoring takes (the first key of the stored dict)
 REAL_TIES = {

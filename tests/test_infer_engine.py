@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.infer.engine import Decoding, Engine, Request, Result
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 from tests.conftest import REPO
 
 TINY = ["model=tiny_random"]

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from culturespa.data.survey import WVSData
 from culturespa.infer import prepack
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.infer.prepack import LinearPacker, eligible
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.wvs.survey import WVSData
 
 pytestmark = pytest.mark.skipif(not prepack.available(), reason="this torch build has no oneDNN linear prepacking")
 

@@ -5,11 +5,13 @@ its line or the line above), and no circle among the modules' top-level imports.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "culturespa"
+README = PACKAGE.parent / "README.md"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # Allow-lists: empty. A file may join one only with a reason, and the test below fails once it no longer needs to.
@@ -107,6 +109,64 @@ def import_circles(root: Path = PACKAGE) -> list[list[str]]:
         if module not in state:
             visit(module, [module])
     return circles
+
+
+def readme_layers(text: str) -> dict[str, int]:
+    """The README's numbered layer list ("Layout and layers"): each package part (``train/``, ``config.py``) → its
+    line number, 1 at the top."""
+    section = text.split("Layout and layers", 1)[1].split("\n## ", 1)[0]
+    layers: dict[str, int] = {}
+    line = 0
+    for row in section.splitlines():
+        if match := re.match(r"^(\d+)\. ", row):
+            line = int(match.group(1))
+        elif not row.startswith("   "):
+            continue
+        for name in re.findall(r"`(?:culturespa/)?([a-z_]+(?:/|\.py))`", row):
+            layers.setdefault(name, line)
+    return layers
+
+
+def _part(module: str) -> str:
+    """``culturespa.train.run`` → ``train/``; ``culturespa.config`` → ``config.py``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "__init__.py"  # the package itself: it imports nothing
+    return f"{parts[1]}/" if (PACKAGE / parts[1]).is_dir() else f"{parts[1]}.py"
+
+
+def upward_imports(root: Path = PACKAGE, layers: dict[str, int] | None = None) -> list[str]:
+    """Imports (top-level and in-function) from a part on a lower README line to one on a higher line."""
+    layers = readme_layers(README.read_text()) if layers is None else layers
+    out = []
+    for rel, tree in _modules(root).items():
+        source = _part(_module_name(rel))
+        if source == "__init__.py":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
+                continue
+            for target in _package_targets(node):
+                if target.count(".") and layers[_part(target)] < layers[source]:
+                    out.append(f"{rel}:{node.lineno} ({source} → {_part(target)})")
+    return out
+
+
+def test_the_readme_places_every_package_part() -> None:
+    layers = readme_layers(README.read_text())
+    parts = {_part(_module_name(rel)) for rel in _modules()} - {"__init__.py"}
+    assert parts <= set(layers), f"add these to the README's layer list: {sorted(parts - set(layers))}"
+
+
+def test_no_import_runs_up_the_readme_layers() -> None:
+    found = upward_imports()
+    assert not found, f"each README line imports only from the lines below it (or its own): {found}"
+
+
+def test_the_layer_checker_finds_an_upward_import() -> None:
+    layers = readme_layers(README.read_text())
+    assert layers["train/"] < layers["wvs/"] < layers["errors.py"]
+    assert upward_imports(layers={**layers, "errors.py": 0})  # errors.py placed on top: every importer points up
 
 
 def test_no_module_over_400_lines() -> None:

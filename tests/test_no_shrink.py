@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.jsonl import ResumableJsonl, refuse_fewer
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
+from culturespa.utils.jsonl import ResumableJsonl, refuse_fewer
 from tests.test_generate_filter import _paper_pool
 from tests.test_generate_pairs import _cfg as pairs_cfg
 from tests.test_generate_pairs import _write as write_answers

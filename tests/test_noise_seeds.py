@@ -139,8 +139,8 @@ def test_report_defaults_follow_eval_bootstrap() -> None:
     """The generic report options default to eval.bootstrap's settings (noise_seeds relies on these defaults)."""
     import argparse
 
-    from culturespa.data.reports import add_report_args
     from culturespa.evaluate.uncertainty import BootstrapSettings
+    from culturespa.utils.reports import add_report_args
 
     parser = argparse.ArgumentParser()
     add_report_args(parser)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from culturespa.data import jsonl
-from culturespa.data.jsonl import write_json
 from culturespa.entry import task_wrapper
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.adapters import resolve_adapters
 from culturespa.generate.run import generate
 from culturespa.models.loader import COMPLETE_MARKER, ModelSpec, load_model, resolve_model_dir
+from culturespa.utils import jsonl
+from culturespa.utils.jsonl import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from culturespa.config import compose
-from culturespa.data.cultures import PAPER_CULTURES, resolve_cultures
-from culturespa.data.survey import WVSData
+from culturespa.wvs.cultures import PAPER_CULTURES, resolve_cultures
+from culturespa.wvs.survey import WVSData
 
 
 def _paper_lists(row: dict[str, float]) -> tuple[list[str], list[str]]:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.questions import Question
 from culturespa.generate.run import generate
 from culturespa.questions.filter import paper_seed_texts
 from culturespa.questions.near_dup import near_duplicates
 from culturespa.questions.paper_filter import STEPS, clean_label, first_option, numbered_kind, paper_filter
 from culturespa.questions.pool import load_questions
 from culturespa.stages.lineage import report_path
+from culturespa.wvs.questions import Question
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "data" / "generated-questions-llama3-8b-instruct"

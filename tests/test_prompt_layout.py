@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from culturespa.config import compose
-from culturespa.data.cultures import PAPER_CULTURES, get_culture
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.prompting import answer_messages
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.wvs.cultures import PAPER_CULTURES, get_culture
+from culturespa.wvs.survey import WVSData
 from tests.conftest import REPO
 
 # utils.py's a_an_dict in the paper's repository

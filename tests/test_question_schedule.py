@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from culturespa.data.survey import WVSData
-from culturespa.data.topics import TOPIC_NAMES
 from culturespa.generate.run import generate
 from culturespa.infer.engine import Engine, Result
 from culturespa.questions.generate import pick_examples
 from culturespa.questions.json_extract import Extracted, strict_question
 from culturespa.questions.settings import fingerprint
 from culturespa.stages import identity
+from culturespa.wvs.survey import WVSData
+from culturespa.wvs.topics import TOPIC_NAMES
 
 ARGS = ["stage=questions", "questions.topics=[0,4]", "questions.per_topic=5", "questions.max_retries=2", "logger=csv"]
 

@@ -18,11 +18,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from culturespa.config import compose
-from culturespa.data.jsonl import ResumableJsonl, write_json
 from culturespa.errors import CultureSPAError
 from culturespa.stages.run_inputs import claim, run_inputs
 from culturespa.train.checkpoints import LAST, PREVIOUS, find_resume
 from culturespa.train.synthetic import write_pairs
+from culturespa.utils.jsonl import ResumableJsonl, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,7 +226,7 @@ def test_corrupt_middle_line_keeps_the_good_lines_after_it(tmp_path: Path, caplo
     lines = [json.dumps({"id": i}) for i in range(5)]
     lines[2] = '{"id": 2, "raw": "bit rot'
     part.write_text("\n".join(lines) + "\n" + '{"id": 5')  # and a torn last line
-    with caplog.at_level(logging.WARNING, logger="culturespa.data"):
+    with caplog.at_level(logging.WARNING, logger="culturespa.utils.jsonl"):
         store = ResumableJsonl(out, key=lambda r: str(r["id"]))
     assert sorted(store.records) == ["0", "1", "3", "4"]
     assert store.bad_lines == [3] and store.dropped_torn_line

@@ -16,6 +16,7 @@ from culturespa.train.module import SFTModule
 from culturespa.train.run import BatchPlan, training_style, world_size
 from culturespa.train.sft_data import IGNORE_INDEX, ExampleEncoder, prepare_splits, read_pairs
 from culturespa.train.synthetic import pair_record, write_pairs
+from culturespa.wvs.cultures import PAPER_CULTURES
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +98,7 @@ def test_cct_system_prompt_names_similar_cultures(tokenizer, tmp_path: Path, wvs
     assert style.system == "cct"
     pair = read_pairs(write_pairs(tmp_path / "p", {"CHN": 1}) / "CHN.jsonl", "CHN")[0]
     messages = ExampleEncoder(tokenizer, style, "cct", 512, wvs).messages(pair)
-    similar, dissimilar = wvs.most_and_least_similar(
-        "CHN", list(__import__("culturespa.data.cultures").data.cultures.PAPER_CULTURES), 3
-    )
+    similar, dissimilar = wvs.most_and_least_similar("CHN", list(PAPER_CULTURES), 3)
     assert "Chinese" in messages[0]["content"] and len(similar) == 3 and len(dissimilar) == 3
     assert messages[-1] == {"role": "assistant", "content": str(pair.answer)}
 

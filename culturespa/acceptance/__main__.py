@@ -24,9 +24,9 @@ from culturespa.acceptance.fsdp import fsdp_step
 from culturespa.acceptance.models import Setup, build_and_save, embedded_tokenizer
 from culturespa.acceptance.record import Run, Skip, StepResult, write_report
 from culturespa.acceptance.training import sft_step
-from culturespa.data.survey import default_data_dir
 from culturespa.models.dtype import cpu_capability
 from culturespa.models.loader import default_cache_dir
+from culturespa.wvs.survey import default_data_dir
 
 # expected seconds per step on one H100/H200 (8B shape), and on 2 CPU cores for --dry (tiny model)
 GPU_BUDGET = {"m0": 60, "a1": 15, "a2": 90, "b1": 60, "b2": 80, "c1": 80, "d1": 60, "e1": 1}

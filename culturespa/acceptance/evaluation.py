@@ -14,13 +14,13 @@ from culturespa.acceptance.models import Setup
 from culturespa.acceptance.record import Skip, StepResult
 from culturespa.acceptance.training import PROBE_IDS
 from culturespa.answers.records import answer_record
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.adapters import resolve_adapters
 from culturespa.evaluate.alignment_score import score_all
 from culturespa.evaluate.prompting import answer_messages, style_for
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
 from culturespa.train.peft_model import device_map_for
+from culturespa.wvs.survey import WVSData
 
 CULTURE = "USA"
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from culturespa.answers.chunks import resume_chunks
 from culturespa.answers.records import AnswerRecord, answer_key, answer_record
 from culturespa.answers.shards import Shard
-from culturespa.data.jsonl import ResumableJsonl, iter_jsonl
-from culturespa.data.questions import Question
+from culturespa.utils.jsonl import ResumableJsonl, iter_jsonl
+from culturespa.wvs.questions import Question
 
 if TYPE_CHECKING:  # the engine pulls in torch; it is imported when answering starts
     from culturespa.infer.engine import Decoding, Engine, Result

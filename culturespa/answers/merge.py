@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from culturespa.answers.records import answer_key
 from culturespa.answers.shards import Shard, shard_counts
-from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 from culturespa.infer.workers import Job, run_jobs, worker_devices
 from culturespa.stages import outputs
 from culturespa.stages.identity import fingerprint
+from culturespa.utils.jsonl import iter_jsonl, write_jsonl
 
 log = logging.getLogger("culturespa.generate")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from culturespa.data.questions import Question
+from culturespa.wvs.questions import Question
 
 if TYPE_CHECKING:  # the engine pulls in torch; a record needs only its fields
     from culturespa.infer.engine import Result

@@ -18,8 +18,8 @@ from typing import Any
 
 from culturespa.answers.chunks import resume_chunks
 from culturespa.answers.records import answer_key
-from culturespa.data.jsonl import iter_jsonl, write_jsonl
 from culturespa.errors import CultureSPAError, fail
+from culturespa.utils.jsonl import iter_jsonl, write_jsonl
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 

@@ -36,9 +36,6 @@ from culturespa.answers.merge import merge_one, shard_fingerprint
 from culturespa.answers.records import answer_key
 from culturespa.answers.shards import Shard
 from culturespa.config import validate_config
-from culturespa.data.jsonl import iter_jsonl
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, fail
 from culturespa.infer.workers import Job, run_jobs
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
@@ -47,6 +44,9 @@ from culturespa.stages import outputs
 from culturespa.stages.identity import fingerprint
 from culturespa.stages.runtime import StageRuntime
 from culturespa.stages.tracking import StageRun
+from culturespa.utils.jsonl import iter_jsonl
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 if TYPE_CHECKING:  # the engine pulls in torch; it is imported when the stage starts answering
     from culturespa.infer.engine import Decoding, Engine, Result

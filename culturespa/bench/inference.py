@@ -34,12 +34,12 @@ from typing import Any
 import torch
 
 from culturespa.config import compose
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.uncertainty import t_interval
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.infer.parsing import parse_answer
 from culturespa.models.dtype import cpu_capability
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
+from culturespa.wvs.survey import WVSData
 
 PAPER = {"temperature": 0.6, "top_p": 0.9, "max_new_tokens": 256}
 

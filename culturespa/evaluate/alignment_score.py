@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.metrics import Item, culture_report, headline
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 
 def items_for(

@@ -25,14 +25,14 @@ from omegaconf import DictConfig
 from culturespa.answers.loop import AnswerFile, Messages, fill
 from culturespa.answers.records import AnswerRecord
 from culturespa.answers.shards import Shard, finished_answers, join_shards
-from culturespa.data.jsonl import iter_jsonl
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.errors import fail
 from culturespa.evaluate.adapters import AdapterPlan, activate, quantised
 from culturespa.evaluate.evaluate_settings import AnsweringSettings
 from culturespa.evaluate.prompting import adapter_style, answer_messages, culture_independent
 from culturespa.infer.workers import Job, run_jobs
+from culturespa.utils.jsonl import iter_jsonl
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger(__name__)
 

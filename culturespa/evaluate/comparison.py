@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import read_jsonl
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.alignment_score import items_by_culture
 from culturespa.evaluate.multiplicity import holm
@@ -23,6 +21,8 @@ from culturespa.evaluate.references import describe
 from culturespa.evaluate.report import with_interval
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
+from culturespa.utils.jsonl import read_jsonl
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger(__name__)
 

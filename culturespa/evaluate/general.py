@@ -14,12 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
 from culturespa.evaluate.adapters import AdapterPlan
 from culturespa.evaluate.evaluate_settings import EvaluateSettings
 from culturespa.models.dtype import resolve_dtype
 from culturespa.models.loader import ModelSpec, resolve_model_dir
+from culturespa.utils.jsonl import write_json
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "general.json"

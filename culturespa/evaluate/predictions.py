@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import read_records
-from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError, fail
 from culturespa.infer.parsing import parse_answer
+from culturespa.utils.jsonl import read_records
+from culturespa.wvs.questions import Question
 
 PLACEHOLDER = "{culture}"
 

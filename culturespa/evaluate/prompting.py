@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.prompts.builder import (
     Message,
     PromptBuilder,
@@ -21,6 +19,8 @@ from culturespa.prompts.builder import (
     self_alignment_examples,
     similar_cultures,
 )
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 
 def style_for(cfg: Any, saved: PromptStyle | None) -> PromptStyle:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.prompting import answer_messages, style_for
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 COLUMNS = [
     "question_id",

@@ -16,9 +16,9 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.metrics import alignment_score, mean_or_none
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 Strategy = Callable[[Question], int]
 

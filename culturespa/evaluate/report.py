@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import write_json
 from culturespa.evaluate.references import averages, describe
 from culturespa.evaluate.verdict import Estimate, evaluation_verdict
+from culturespa.utils.jsonl import write_json
 
 RESULT_FILE = "alignment.json"
 

@@ -22,8 +22,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from culturespa.config import validate_config
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
 from culturespa.evaluate.adapters import AdapterPlan, resolve_adapters
 from culturespa.evaluate.alignment_score import items_by_culture, relation_matrix, score_all
 from culturespa.evaluate.analyses import log_outputs, relations_outputs
@@ -40,6 +38,8 @@ from culturespa.stages import lineage, provenance
 from culturespa.stages.run_inputs import EVALUATE_OUTPUTS, claim, run_inputs
 from culturespa.utils import artifacts
 from culturespa.utils.tracking import finish_run, start_run
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger(__name__)
 

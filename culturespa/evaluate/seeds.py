@@ -23,8 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError, run_cli
 from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.paired import over_seeds
@@ -32,6 +30,8 @@ from culturespa.evaluate.references import describe
 from culturespa.evaluate.uncertainty import BootstrapSettings, t_interval
 from culturespa.evaluate.verdict import Estimate, comparison_verdict
 from culturespa.pairs import noise_seeds
+from culturespa.utils.reports import add_report_args, read_summary_json, spread, write_report
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger(__name__)
 

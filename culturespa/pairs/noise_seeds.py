@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from culturespa.answers.stage import answers_file
-from culturespa.data.reports import add_report_args, read_summary_json, spread, write_report
 from culturespa.errors import CultureSPAError, run_cli
 from culturespa.pairs import criteria, noise
 from culturespa.pairs.stage import read_answer_runs
 from culturespa.stages.identity import read_done
+from culturespa.utils.reports import add_report_args, read_summary_json, spread, write_report
 
 STATS_FILE = "stats.json"
 MEASURES = ("aware_vs_unaware", "unaware_vs_unaware", "signal")

@@ -34,13 +34,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from culturespa.answers.stage import answers_file
-from culturespa.data.jsonl import iter_jsonl, refuse_fewer, write_json, write_jsonl
 from culturespa.errors import CultureSPAError, fail
 from culturespa.pairs import criteria, noise
 from culturespa.pairs.rule import Rule, Runs, compare, null_rates
 from culturespa.settings import DataSettings
 from culturespa.stages.outputs import overwrite_requested, read_meta
 from culturespa.stages.tracking import Tracker
+from culturespa.utils.jsonl import iter_jsonl, refuse_fewer, write_json, write_jsonl
 
 log = logging.getLogger("culturespa.generate")
 

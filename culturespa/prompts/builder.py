@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.cultures import PAPER_CULTURES, get_culture
-from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError
+from culturespa.wvs.cultures import PAPER_CULTURES, get_culture
+from culturespa.wvs.questions import Question
 
 Message = dict[str, str]
 SYSTEM_KINDS = ("unaware", "aware", "cct")

@@ -24,9 +24,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from culturespa.data.jsonl import refuse_fewer, write_json, write_jsonl
-from culturespa.data.questions import Question
-from culturespa.data.survey import QUESTIONS_FILE, WVSData, default_data_dir, read_json
 from culturespa.errors import CultureSPAError
 from culturespa.questions.options import RULES, format_question
 from culturespa.questions.paper_filter import DEFAULT_SCALE_NOTE, paper_filter
@@ -36,6 +33,9 @@ from culturespa.settings import FilterSettings
 from culturespa.stages.lineage import filter_source, report_path
 from culturespa.stages.outputs import overwrite_requested
 from culturespa.stages.tracking import Tracker
+from culturespa.utils.jsonl import refuse_fewer, write_json, write_jsonl
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import QUESTIONS_FILE, WVSData, default_data_dir, read_json
 
 log = logging.getLogger("culturespa.generate")
 ALL_RULES = (*RULES, "duplicate_of_wvs", "duplicate", "near_duplicate", "over_limit")

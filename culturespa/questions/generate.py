@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import ResumableJsonl, read_jsonl, refuse_fewer
-from culturespa.data.questions import Question
-from culturespa.data.survey import WVSData
-from culturespa.data.topics import TOPIC_NAMES
 from culturespa.prompts.builder import PromptBuilder, PromptStyle
 from culturespa.questions.json_extract import Extracted, extract_question, strict_question
 from culturespa.questions.progress import ReplyBar
 from culturespa.questions.settings import Attempt, QuestionsStageSettings, Settings, question_id
 from culturespa.stages import outputs
 from culturespa.stages.runtime import StageRuntime
+from culturespa.utils.jsonl import ResumableJsonl, read_jsonl, refuse_fewer
+from culturespa.wvs.questions import Question
+from culturespa.wvs.survey import WVSData
+from culturespa.wvs.topics import TOPIC_NAMES
 
 log = logging.getLogger("culturespa.generate")
 SAMPLE_ROWS = 50

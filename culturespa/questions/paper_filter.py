@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from culturespa.data.questions import Question
+from culturespa.wvs.questions import Question
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("duplicates", "removed"),

@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import read_records
-from culturespa.data.questions import Question
-from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import fail
 from culturespa.stages.lineage import filter_source
+from culturespa.utils.jsonl import read_records
+from culturespa.wvs.questions import Question
+from culturespa.wvs.topics import TOPIC_NAMES
 
 # filter.input's default: the file a stage-by-stage `generate.py stage=questions` run writes under paths.work_dir
 _STAGE_BY_STAGE_INPUT = "${questions.output}"

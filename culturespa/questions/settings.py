@@ -10,11 +10,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.topics import TOPIC_NAMES
 from culturespa.errors import CultureSPAError
 from culturespa.infer.workers import worker_devices
 from culturespa.settings import QuestionsSettings, check_group
 from culturespa.stages import identity, outputs
+from culturespa.wvs.topics import TOPIC_NAMES
 
 # Settings added after files were written: at these values a run behaves as before they existed, so they are left out
 # of the fingerprint, and a run started before them resumes (a finished file is skipped) when given these values and

@@ -21,13 +21,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from culturespa.data.jsonl import read_jsonl, write_jsonl
 from culturespa.errors import fail
 from culturespa.infer.workers import Job, run_jobs
 from culturespa.questions.generate import run_questions
 from culturespa.questions.settings import QuestionsStageSettings
 from culturespa.stages import outputs
 from culturespa.stages.runtime import StageRuntime
+from culturespa.utils.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger("culturespa.generate")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from culturespa.data.jsonl import write_json
 from culturespa.models.dtype import resolve_dtype
+from culturespa.utils.jsonl import write_json
 
 # The stages ``generate.py`` runs (``stage=...``) and those the pipeline caches (``force=[...]``).
 GENERATE_STAGES = ("questions", "filter", "answers", "merge-answers", "pairs", "export")

@@ -14,9 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.cultures import resolve_cultures
 from culturespa.errors import CultureSPAError
 from culturespa.utils.artifacts import Spec, files_under, log_output, one_file, use_input
+from culturespa.wvs.cultures import resolve_cultures
 
 # Artifact names per role (versions of a role are told apart by digest, and by run/group in the lineage graph).
 QUESTIONS = "questions"

@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.jsonl import write_json
 from culturespa.errors import fail
+from culturespa.utils.jsonl import write_json
 
 log = logging.getLogger("culturespa.generate")
 

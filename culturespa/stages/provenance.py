@@ -28,12 +28,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.cultures import resolve_cultures
-from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
 from culturespa.stages import lineage
 from culturespa.stages.identity import OUTPUT_HASH_LEN, stage_settings
 from culturespa.utils.artifacts import Spec
+from culturespa.utils.jsonl import write_json
+from culturespa.wvs.cultures import resolve_cultures
 
 log = logging.getLogger("culturespa.provenance")
 

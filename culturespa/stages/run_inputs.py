@@ -17,10 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from culturespa.data.jsonl import write_json
 from culturespa.errors import CultureSPAError
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import find_latest_adapter
+from culturespa.utils.jsonl import write_json
 
 LEDGER = "run_inputs.json"
 TRAIN_OUTPUTS = ("adapter", "adapters", "checkpoints")

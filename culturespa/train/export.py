@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from culturespa.data.jsonl import write_json
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.train.sft_data import Pair, PairChats, prepare_splits, shuffled
+from culturespa.utils.jsonl import write_json
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger("culturespa.generate")
 FORMATS = ("alpaca", "sharegpt", "messages")

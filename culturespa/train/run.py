@@ -26,7 +26,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from culturespa import compat
 from culturespa.config import validate_config
-from culturespa.data.survey import WVSData
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, load_tokenizer
 from culturespa.prompts.builder import PromptStyle
@@ -45,6 +44,7 @@ from culturespa.train.trainer import build_callbacks, build_loggers, build_train
 from culturespa.utils.logs import single_log_lines
 from culturespa.utils.plain import to_plain
 from culturespa.utils.tracking import task_overrides, wandb_settings
+from culturespa.wvs.survey import WVSData
 
 log = logging.getLogger("culturespa.train")
 FINGERPRINT_FILE = "fingerprint.txt"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import iter_jsonl
-from culturespa.data.questions import Question
 from culturespa.errors import CultureSPAError, fail
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
+from culturespa.utils.jsonl import iter_jsonl
+from culturespa.wvs.questions import Question
 
 log = logging.getLogger("culturespa.train")
 

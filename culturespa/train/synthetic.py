@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from culturespa.data.jsonl import write_json, write_jsonl
+from culturespa.utils.jsonl import write_json, write_jsonl
 
 TOPICS = ("social values", "religious values", "security")
 OPTION_SETS = (

@@ -20,7 +20,7 @@ from culturespa.utils import chaos
 from culturespa.utils.failures import user_os_error
 from culturespa.utils.perms import fix_file
 
-log = logging.getLogger("culturespa.data")
+log = logging.getLogger(__name__)
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -14,10 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.cultures import CULTURES, get_culture
-from culturespa.data.questions import Question
-from culturespa.data.topics import is_eval_question, option_numbers, topic_of
 from culturespa.errors import CultureSPAError, fail
+from culturespa.wvs.cultures import CULTURES, get_culture
+from culturespa.wvs.questions import Question
+from culturespa.wvs.topics import is_eval_question, option_numbers, topic_of
 
 DATA_ENV = "CULTURESPA_DATA_DIR"
 QUESTIONS_FILE = "wvs_questions.json"

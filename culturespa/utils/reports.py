@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from culturespa.data.jsonl import write_json, write_text
 from culturespa.errors import CultureSPAError
+from culturespa.utils.jsonl import write_json, write_text
 
 
 def read_summary_json(file: Path, fields: Sequence[str], missing: str) -> dict[str, Any]:

@@ -1,1 +1,0 @@
-"""data stage of culturespa."""
