@@ -4,6 +4,7 @@ uninterrupted run ends with."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from pathlib import Path
@@ -60,6 +61,16 @@ def _cfg(make_cfg, pairs: Path, out: Path):  # noqa: ANN001, ANN202
     return make_cfg("train", [*TRAIN, f"sft.pairs_dir={pairs}", f"sft.output_dir={out}", f"logger.csv.save_dir={out}"])
 
 
+def _logged_losses(out: Path) -> dict[int, float]:
+    """``train/loss`` per optimiser step from the CSV logs under ``out`` (a later (re)start's value wins)."""
+    losses: dict[int, float] = {}
+    for path in sorted(out.rglob("metrics.csv"), key=lambda p: int(p.parent.name.removeprefix("version_"))):
+        for row in csv.DictReader(path.open()):
+            if row.get("train/loss"):
+                losses[int(row["step"])] = float(row["train/loss"])
+    return losses
+
+
 def _adapter(result: dict) -> dict[str, torch.Tensor]:
     return load_file(Path(result["adapters"]["joint"]) / "adapter_model.safetensors")
 
@@ -98,6 +109,10 @@ def test_kill_mid_accumulation_resumes_the_step_exactly(
     assert (
         resumed["runs"]["joint"]["train"]["samples_per_rank"] == straight["runs"]["joint"]["train"]["samples_per_rank"]
     )
+    # the step cut by the kill logs the mean loss of all 4 of its micro-batches, not only of the 2 after the resume
+    straight_losses, resumed_losses = _logged_losses(tmp_path / "a"), _logged_losses(tmp_path / "b")
+    assert sorted(straight_losses) == sorted(resumed_losses) == [0, 1, 2]
+    assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-6)
 
 
 def test_resume_line_names_the_micro_batches_of_a_step_cut_short(tmp_path: Path) -> None:

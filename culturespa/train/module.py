@@ -29,6 +29,7 @@ from culturespa.train.peft_model import build_peft_model, device_map_for
 from culturespa.train.strategies import builds_on_meta, clean_name, clip_gradients
 
 RNG_KEY = "culturespa_rng"
+LOSS_KEY = "culturespa_loss_window"  # the train/loss sum and micro-batch count since the last logging step
 
 
 def batch_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,7 +156,7 @@ class SFTModule(L.LightningModule):
         )
 
     def _add(self, key: str, value: torch.Tensor) -> None:
-        self._window[key] = self._window[key] + value if key in self._window else value
+        self._window[key] = self._window[key].to(value.device) + value if key in self._window else value
 
     @staticmethod
     def _now() -> float:
@@ -198,9 +199,14 @@ class SFTModule(L.LightningModule):
         keep = {clean_name(name) for name, p in self.named_parameters() if p.requires_grad}  # FSDP: wrapper prefixes
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint[RNG_KEY] = {"torch": torch.get_rng_state(), "samples_seen": self.samples_seen}
+        # the loss summed since the last logging step: a step cut by a resume logs the mean of all its micro-batches
+        checkpoint[LOSS_KEY] = {
+            k: self._window[k].detach().cpu() for k in ("loss", "micro_batches") if k in self._window
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(RNG_KEY)
         if state:
             torch.set_rng_state(state["torch"])
             self.samples_seen = int(state.get("samples_seen", 0))
+        self._window.update(checkpoint.get(LOSS_KEY) or {})  # on the CPU: _add moves it to the step's device
