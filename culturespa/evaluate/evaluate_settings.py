@@ -42,6 +42,7 @@ class EvaluateSettings:
     wvs_dir: str | None  # null: the package's own data
     cache_dir: str | None
     device: str
+    style: PromptStyle  # the config's prompt variant (an adapter's saved templates replace its own)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, cultures: list[str], bootstrap: BootstrapSettings) -> EvaluateSettings:
@@ -56,6 +57,7 @@ class EvaluateSettings:
             wvs_dir=cfg.paths.wvs_dir,
             cache_dir=cfg.paths.cache_dir,
             device=str(cfg.engine.device),
+            style=PromptStyle.from_config(cfg.templates, cfg.prompt),
         )
 
     @property
