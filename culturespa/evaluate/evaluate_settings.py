@@ -99,7 +99,7 @@ class AnsweringSettings:
             prompt_name=str(cfg.prompt.name),
             seed=int(cfg.seed),
             seed_step=int(OmegaConf.select(cfg, "decoding.seed_step", default=1)),
-            chunk=resume_chunk(cfg),
+            chunk=resume_chunk(OmegaConf.select(cfg, "answers.resume_chunk", default=256)),
             devices=() if worker else tuple(worker_devices(cfg)),
             model=plain(cfg, "model"),
             quantization=str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none"),
