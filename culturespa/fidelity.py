@@ -19,13 +19,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from culturespa.config import compose
-from culturespa.evaluate.prompting import answer_messages, style_for
+from culturespa.evaluate.prompting import answer_messages
 from culturespa.infer.engine import Decoding
 from culturespa.infer.parsing import parse_answer
-from culturespa.prompts.builder import PromptBuilder
+from culturespa.prompts.builder import PromptBuilder, PromptStyle
 from culturespa.questions.filter import filter_questions, normalise, paper_seed_texts
 from culturespa.questions.paper_filter import paper_filter, table
 from culturespa.questions.pool import load_questions
+from culturespa.settings import DataSettings
 from culturespa.train.run import training_style
 from culturespa.wvs.cultures import PAPER_CULTURES, get_culture
 from culturespa.wvs.survey import WVSData, default_data_dir
@@ -98,7 +99,8 @@ def paper_presets(out_dir: Path) -> None:
             f"    questions: T {q.temperature}, top-k {q.top_k}, top-p {q.top_p}, exposure {q.exposure}, "
             f"accept {q.accept}, reply prefill {cfg.templates.question_generation.response_prefix!r}"
         )
-        print(f"    pairs from {cfg.data.system} answers; SFT system prompt {training_style(cfg).system}")
+        trained = training_style(PromptStyle.from_config(cfg.templates, cfg.prompt), DataSettings.from_config(cfg.data))
+        print(f"    pairs from {cfg.data.system} answers; SFT system prompt {trained.system}")
         if sweep:
             print(f"    sweep: {', '.join(f'{k}={v}' for k, v in sweep.items())}")
 
@@ -108,11 +110,11 @@ def prompt_layout(wvs: WVSData, out_dir: Path) -> None:
     question = wvs.questions["Q1"]
     for prompt in ("p1", "p1_p3"):
         cfg = compose("evaluate", [f"prompt={prompt}"], output_dir=out_dir)
-        messages = answer_messages(wvs, style_for(cfg, None), question, "UKR")
+        messages = answer_messages(wvs, PromptStyle.from_config(cfg.templates, cfg.prompt), question, "UKR")
         print(f"\n{prompt} for UKR on Q1 (system, then user turn):")
         for message in messages:
             print("  | " + message["content"].replace("\n", "\n  | "))
-    builder = PromptBuilder(style_for(cfg, None))
+    builder = PromptBuilder(PromptStyle.from_config(cfg.templates, cfg.prompt))
     (_, user) = builder.question_generation_messages("Happiness and Well-being", [question])
     print("\nquestion generation, user turn with one example:")
     print("  | " + user["content"].replace("\n", "\n  | "))

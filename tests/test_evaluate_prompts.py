@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from culturespa.evaluate.adapters import AdapterPlan
-from culturespa.evaluate.prompting import answer_messages, culture_independent, style_for
+from culturespa.evaluate.prompting import adapter_style, answer_messages, culture_independent
 from culturespa.prompts.builder import PromptStyle, self_alignment_examples, similar_cultures
 from culturespa.wvs.cultures import get_culture
 
@@ -28,9 +28,14 @@ def _cfg(make_cfg, prompt: str):
     return make_cfg("evaluate", [f"prompt={prompt}", "logger=none"])
 
 
+def _style(cfg) -> PromptStyle:  # noqa: ANN001
+    """The config's prompt variant with its own templates (what evaluation asks the base model with)."""
+    return PromptStyle.from_config(cfg.templates, cfg.prompt)
+
+
 def test_p3_examples_inline_by_default_as_the_paper(make_cfg, wvs) -> None:
     """The paper puts the five examples in the question's user turn, each answer as number and option text."""
-    style = style_for(_cfg(make_cfg, "p1_p3"), None)
+    style = _style(_cfg(make_cfg, "p1_p3"))
     question = wvs.questions["Q42"]
     messages = answer_messages(wvs, style, question, "CHN")
     assert [m["role"] for m in messages] == ["system", "user"] and "Chinese" in messages[0]["content"]
@@ -44,7 +49,7 @@ def test_p3_examples_inline_by_default_as_the_paper(make_cfg, wvs) -> None:
 
 def test_p3_messages_hold_five_answered_exchanges(make_cfg, wvs) -> None:
     cfg = make_cfg("evaluate", ["prompt=p1_p3", "logger=none", "templates.answer.examples.style=turns"])
-    style = style_for(cfg, None)
+    style = _style(cfg)
     question = wvs.questions["Q42"]
     messages = answer_messages(wvs, style, question, "CHN")
     assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 5 + ["user"]
@@ -56,14 +61,14 @@ def test_p3_messages_hold_five_answered_exchanges(make_cfg, wvs) -> None:
 
 
 def test_p3_alone_does_not_name_the_culture(make_cfg, wvs) -> None:
-    style = style_for(_cfg(make_cfg, "p3"), None)
+    style = _style(_cfg(make_cfg, "p3"))
     assert not culture_independent(style)  # examples are the culture's answers even though it is not named
     messages = answer_messages(wvs, style, wvs.questions["Q1"], "USA")
     assert "American" not in messages[0]["content"] and len(messages) == 2
 
 
 def test_p2_names_three_most_and_least_similar(make_cfg, wvs) -> None:
-    style = style_for(_cfg(make_cfg, "p2"), None)
+    style = _style(_cfg(make_cfg, "p2"))
     system = answer_messages(wvs, style, wvs.questions["Q1"], "USA")[0]["content"]
     similar, dissimilar = similar_cultures(wvs, "USA", 3)
     assert (similar, dissimilar) == (["CAN", "GBR", "NZL"], ["ZWE", "NGA", "IND"])  # from country_similarity.json
@@ -73,7 +78,7 @@ def test_p2_names_three_most_and_least_similar(make_cfg, wvs) -> None:
 
 
 def test_unaware_is_asked_once(make_cfg, wvs) -> None:
-    style = style_for(_cfg(make_cfg, "unaware"), None)
+    style = _style(_cfg(make_cfg, "unaware"))
     assert culture_independent(style)
     assert answer_messages(wvs, style, wvs.questions["Q1"], None) == answer_messages(
         wvs, style, wvs.questions["Q1"], None
@@ -87,7 +92,7 @@ def test_adapter_templates_with_the_configured_variant(make_cfg, wvs, tmp_path: 
     (tmp_path / "adapter_config.json").write_text("{}")
     trained.save(tmp_path)
     plan = AdapterPlan("joint", {None: tmp_path})
-    style = style_for(cfg, plan.style_for(None))
+    style = adapter_style(_style(cfg), plan.style_for(None))
     assert style.system == "aware" and style.name == "p1"  # the variant comes from cfg.prompt
     messages = answer_messages(wvs, style, wvs.questions["Q1"], "USA")
     assert messages[-1]["content"].startswith("TRAINED WORDING") and "American" in messages[0]["content"]

@@ -11,6 +11,7 @@ import pytest
 
 from culturespa.errors import CultureSPAError
 from culturespa.questions.settings import QuestionsStageSettings
+from culturespa.settings import DataSettings
 from culturespa.stages.runtime import StageRuntime
 from culturespa.train.sft_data import prepare_splits
 from culturespa.train.synthetic import write_pairs
@@ -40,17 +41,21 @@ def test_joint_splits_skip_an_empty_culture_and_stop_only_when_all_are(make_cfg,
     (pairs / "KEN.jsonl").write_text("")
     cfg = make_cfg("train", [*TINY_TRAIN, f"sft.pairs_dir={pairs}"])
     with caplog.at_level(logging.WARNING, logger="culturespa.train"):
-        splits = prepare_splits(cfg, ["USA", "KEN", "CHN"], skip_empty=True)
+        splits = prepare_splits(
+            cfg.sft.pairs_dir, DataSettings.from_config(cfg.data), ["USA", "KEN", "CHN"], skip_empty=True
+        )
     assert list(splits) == ["USA", "CHN"]
     assert any("KEN" in r.getMessage() and "empty" in r.getMessage() for r in caplog.records)
     with pytest.raises(CultureSPAError, match="no pairs for culture KEN"):
-        prepare_splits(cfg, ["USA", "KEN"])  # culture-specific: KEN's adapter cannot be trained
+        prepare_splits(
+            cfg.sft.pairs_dir, DataSettings.from_config(cfg.data), ["USA", "KEN"]
+        )  # culture-specific: KEN's adapter cannot be trained
     empty = tmp_path / "empty"
     empty.mkdir()
     for code in ("USA", "KEN"):
         (empty / f"{code}.jsonl").write_text("")
     with pytest.raises(CultureSPAError, match="no pairs for any culture"):
-        prepare_splits(make_cfg("train", [*TINY_TRAIN, f"sft.pairs_dir={empty}"]), ["USA", "KEN"], skip_empty=True)
+        prepare_splits(empty, DataSettings.from_config(cfg.data), ["USA", "KEN"], skip_empty=True)
 
 
 @pytest.mark.slow

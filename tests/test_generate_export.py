@@ -13,6 +13,8 @@ import pytest
 from culturespa.config import compose
 from culturespa.errors import CultureSPAError
 from culturespa.generate.run import generate
+from culturespa.prompts.builder import PromptStyle
+from culturespa.settings import DataSettings
 from culturespa.train.run import training_style
 from culturespa.train.sft_data import PairChats, prepare_splits, shuffled
 from culturespa.train.synthetic import write_pairs
@@ -50,8 +52,9 @@ def load(path: Path) -> list[dict]:
 def test_alpaca_matches_the_sft_chats_and_the_paper_layout(pairs: Path, tmp_path: Path) -> None:
     summary, cfg = export(pairs, tmp_path / "alpaca", "alpaca")
     out = Path(summary["output_dir"])
-    splits = prepare_splits(cfg, ["USA", "CHN"])
-    chats = PairChats(training_style(cfg), "aware")
+    data = DataSettings.from_config(cfg.data)
+    splits = prepare_splits(cfg.sft.pairs_dir, data, ["USA", "CHN"])
+    chats = PairChats(training_style(PromptStyle.from_config(cfg.templates, cfg.prompt), data), "aware")
     info = load(out / "dataset_info.json")
     assert set(info) == {
         "culture_USA",

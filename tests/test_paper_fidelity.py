@@ -68,14 +68,18 @@ def test_paper_quantity_sweeps_the_paper_ratios(tmp_path: Path) -> None:
 def test_paper_cct_trains_with_the_aware_system_prompt(tmp_path: Path) -> None:
     """The log of the paper's CCT run (llama3_lora_sft_random_all_cross_totally) prints a training example whose system
     prompt is the plain culture-aware one; its pairs compare CCT answers (data.system) with the unaware ones."""
-    from culturespa.train.run import training_style
+    from culturespa.train.run import TrainSettings
 
     cfg = compose("train", ["experiment=paper_cct"], output_dir=tmp_path)
-    assert cfg.data.system == "cct" and training_style(cfg).system == "aware" and cfg.prompt.system == "cct"
+    assert (
+        cfg.data.system == "cct"
+        and TrainSettings.from_config(cfg).style.system == "aware"
+        and cfg.prompt.system == "cct"
+    )
     as_cct = compose("train", ["experiment=paper_cct", "data.train_system=cct"], output_dir=tmp_path)
-    assert training_style(as_cct).system == "cct"
+    assert TrainSettings.from_config(as_cct).style.system == "cct"
     joint = compose("train", ["experiment=paper_joint"], output_dir=tmp_path)
-    assert joint.data.train_system is None and training_style(joint).system == "aware"
+    assert joint.data.train_system is None and TrainSettings.from_config(joint).style.system == "aware"
 
 
 @pytest.mark.parametrize(

@@ -117,11 +117,11 @@ def test_eval_adapter_latest_picks_the_newest_matching_adapter(tmp_path: Path) -
 
 
 def test_next_command_after_training_pastes_into_evaluate(tmp_path: Path) -> None:
-    from culturespa.train.run import evaluate_command
+    from culturespa.train.run import TrainSettings, evaluate_command
 
     run = Path(_run_dir(tmp_path, ["debug=tiny", "cultures=[USA,IND]", "sft.lr=0.001"]))
     cfg = compose("train", ["debug=tiny", "cultures=[USA,IND]", "sft.lr=0.001"])  # the running app's overrides
-    command = evaluate_command(cfg, run / "adapter")
+    command = evaluate_command(TrainSettings.from_config(cfg).overrides, run / "adapter")
     # the adapter path needs no quoting; the choices that evaluation must share come along, training knobs do not
     assert command == f"python evaluate.py eval.adapter={run / 'adapter'} debug=tiny 'cultures=[USA,IND]'"
     assert _parsed_value(command.split()[2]) == str(run / "adapter")
@@ -311,25 +311,27 @@ def test_model_cache_build_honours_the_umask(tmp_path: Path) -> None:
 
 
 def test_regenerated_pairs_never_resume_the_earlier_checkpoints(tmp_path: Path) -> None:
-    from culturespa.train.run import fingerprint
+    from culturespa.train.run import TrainSettings, fingerprint
 
     pairs = write_pairs(tmp_path / "pairs", {"USA": 4})
     args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}"]
-    before, print_before = _run_dir(tmp_path, args), fingerprint(compose("train", args), "joint")
+    settings = TrainSettings.from_config(compose("train", args))
+    before, print_before = _run_dir(tmp_path, args), fingerprint(settings, "joint")
     (pairs / "USA.jsonl").write_text((pairs / "USA.jsonl").read_text().splitlines()[0] + "\n")
     assert _run_dir(tmp_path, args) == before  # the folder is the config's (the stage refuses it: test above)
-    assert fingerprint(compose("train", args), "joint") != print_before  # and a job never resumes its checkpoints
+    assert fingerprint(settings, "joint") != print_before  # and a job never resumes its checkpoints
 
 
 def test_a_specific_job_keeps_its_checkpoints_when_another_cultures_pairs_change(tmp_path: Path) -> None:
-    from culturespa.train.run import fingerprint
+    from culturespa.train.run import TrainSettings, fingerprint
 
     pairs = write_pairs(tmp_path / "pairs", {"USA": 4, "CHN": 4})
-    cfg = compose("train", ["debug=tiny", "mode=specific", "cultures=[USA,CHN]", f"sft.pairs_dir={pairs}"])
-    usa, chn = fingerprint(cfg, "USA", ["USA"]), fingerprint(cfg, "CHN", ["CHN"])
+    args = ["debug=tiny", "mode=specific", "cultures=[USA,CHN]", f"sft.pairs_dir={pairs}"]
+    settings = TrainSettings.from_config(compose("train", args))
+    usa, chn = fingerprint(settings, "USA", ["USA"]), fingerprint(settings, "CHN", ["CHN"])
     (pairs / "CHN.jsonl").write_text((pairs / "CHN.jsonl").read_text().splitlines()[0] + "\n")
-    assert fingerprint(cfg, "USA", ["USA"]) == usa  # USA's adapter is not retrained for CHN's new pairs
-    assert fingerprint(cfg, "CHN", ["CHN"]) != chn
+    assert fingerprint(settings, "USA", ["USA"]) == usa  # USA's adapter is not retrained for CHN's new pairs
+    assert fingerprint(settings, "CHN", ["CHN"]) != chn
 
 
 def test_interrupted_evaluation_redoes_its_chunk_whole(make_cfg, monkeypatch) -> None:

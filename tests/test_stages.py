@@ -22,6 +22,7 @@ from culturespa.stages.identity import (
     stage_hash,
     write_done,
 )
+from culturespa.train.run import TrainSettings
 from culturespa.train.run import fingerprint as training_fingerprint
 from culturespa.utils.rundirs import run_dir_name
 
@@ -59,8 +60,8 @@ def test_run_folder_training_and_answer_digests_are_unchanged(pinned) -> None:  
         "/evaluate/runs/eval.adapter-pinned-adapter+model.dtype-float32-68a8e5d94b"
     )
     training = pinned("train", "sft.pairs_dir=/pinned-pairs", "mode=specific")
-    assert training_fingerprint(training, "joint") == "e6b82ba4825d"
-    assert training_fingerprint(training, "USA", ["USA"]) == "45b6204f565e"
+    assert training_fingerprint(TrainSettings.from_config(training), "joint") == "e6b82ba4825d"
+    assert training_fingerprint(TrainSettings.from_config(training), "USA", ["USA"]) == "45b6204f565e"
     assert config_key(training) == "6427f225dd"  # issue 18: the pairs' contents left the key (run_inputs.py)
     assert fingerprint({"model": {"name": "x"}, "seed": 3, "culture": None, "similar": [1, 2]}) == "a483109f9ce1"
 

@@ -11,9 +11,10 @@ import torch
 
 from culturespa.errors import CultureSPAError
 from culturespa.models.loader import ModelSpec, load_tokenizer
+from culturespa.settings import DataSettings
 from culturespa.train.datamodule import Collator, SFTDataModule, ShardedSampler, steps_per_epoch
 from culturespa.train.module import SFTModule
-from culturespa.train.run import BatchPlan, training_style, world_size
+from culturespa.train.run import BatchPlan, TrainSettings, world_size
 from culturespa.train.sft_data import IGNORE_INDEX, ExampleEncoder, prepare_splits, read_pairs
 from culturespa.train.synthetic import pair_record, write_pairs
 from culturespa.wvs.cultures import PAPER_CULTURES
@@ -30,9 +31,14 @@ def tokenizer():
 def test_counts_joint_specific_fraction(make_cfg, tmp_path: Path) -> None:
     pairs = write_pairs(tmp_path / "pairs", {"USA": 40, "CHN": 21})
     base = ["model=tiny_random", "cultures=[USA,CHN]", f"sft.pairs_dir={pairs}", "data.val_fraction=0.1"]
-    full = prepare_splits(make_cfg("train", base), ["USA", "CHN"])
+
+    def splits(*extra: str) -> dict:
+        cfg = make_cfg("train", [*base, *extra])
+        return prepare_splits(cfg.sft.pairs_dir, DataSettings.from_config(cfg.data), ["USA", "CHN"])
+
+    full = splits()
     assert {c: (len(s.train), len(s.val)) for c, s in full.items()} == {"USA": (36, 4), "CHN": (19, 2)}
-    half = prepare_splits(make_cfg("train", [*base, "data.fraction=0.5"]), ["USA", "CHN"])
+    half = splits("data.fraction=0.5")
     assert {c: len(s.train) for c, s in half.items()} == {"USA": 18, "CHN": 10}  # round(36/2), round(19/2)
     # the validation split does not depend on the fraction, and the subsample is a subset, stratified by topic
     for code in ("USA", "CHN"):
@@ -41,9 +47,9 @@ def test_counts_joint_specific_fraction(make_cfg, tmp_path: Path) -> None:
         rest = [p.topic for p in full[code].train]
         kept = [p.topic for p in half[code].train]
         assert all(abs(kept.count(t) - rest.count(t) * len(kept) / len(rest)) < 1 for t in set(rest))
-    again = prepare_splits(make_cfg("train", [*base, "data.fraction=0.5"]), ["USA", "CHN"])
+    again = splits("data.fraction=0.5")
     assert [p.id for p in again["USA"].train] == [p.id for p in half["USA"].train]
-    other_seed = prepare_splits(make_cfg("train", [*base, "data.fraction=0.5", "data.seed=7"]), ["USA", "CHN"])
+    other_seed = splits("data.fraction=0.5", "data.seed=7")
     assert [p.id for p in other_seed["USA"].train] != [p.id for p in half["USA"].train]
 
 
@@ -69,7 +75,7 @@ def test_labels_keep_answer_and_end_of_turn_when_pad_is_eos(tokenizer, tmp_path:
     from culturespa.config import compose
 
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # the SmolLM2 trap this test is about
-    style = training_style(compose("train", ["model=tiny_random"]))
+    style = TrainSettings.from_config(compose("train", ["model=tiny_random"])).style
     encoder = ExampleEncoder(tokenizer, style, "aware", 512)
     pair = read_pairs(write_pairs(tmp_path / "p", {"USA": 1}) / "USA.jsonl", "USA")[0]
     example = encoder.encode(pair)
@@ -94,7 +100,7 @@ def test_labels_keep_answer_and_end_of_turn_when_pad_is_eos(tokenizer, tmp_path:
 def test_cct_system_prompt_names_similar_cultures(tokenizer, tmp_path: Path, wvs) -> None:
     from culturespa.config import compose
 
-    style = training_style(compose("train", ["model=tiny_random", "data.system=cct"]))
+    style = TrainSettings.from_config(compose("train", ["model=tiny_random", "data.system=cct"])).style
     assert style.system == "cct"
     pair = read_pairs(write_pairs(tmp_path / "p", {"CHN": 1}) / "CHN.jsonl", "CHN")[0]
     messages = ExampleEncoder(tokenizer, style, "cct", 512, wvs).messages(pair)

@@ -16,9 +16,10 @@ from culturespa.acceptance.training import PROBE_IDS
 from culturespa.answers.records import answer_record
 from culturespa.evaluate.adapters import resolve_adapters
 from culturespa.evaluate.alignment_score import score_all
-from culturespa.evaluate.prompting import answer_messages, style_for
+from culturespa.evaluate.prompting import adapter_style, answer_messages
 from culturespa.infer.engine import Decoding, Engine, Request
 from culturespa.models.loader import ModelSpec, load_model, load_tokenizer
+from culturespa.prompts.builder import PromptStyle
 from culturespa.train.peft_model import device_map_for
 from culturespa.wvs.survey import WVSData
 
@@ -57,7 +58,8 @@ def evaluation_step(setup: Setup, trained: dict[str, Any] | None, row: StepResul
     row.checks["answered on the run's device"] = engine.device.type == setup.device.split(":")[0]
     wvs = WVSData.load(setup.wvs_dir)
     questions = [q for q in wvs.eval_questions if wvs.answer_shares(CULTURE, q.id)][: setup.eval_questions]
-    style = style_for(cfg, plan.style_for(None))  # the training run's prompt variant, the adapter's templates
+    # the training run's prompt variant, the adapter's templates
+    style = adapter_style(PromptStyle.from_config(cfg.templates, cfg.prompt), plan.style_for(None))
     requests = [Request(q.id, answer_messages(wvs, style, q, CULTURE), q.numbers) for q in questions]
     results = [r for b in engine.answer(requests, Decoding(mode="logprob", max_new_tokens=0)) for r in b]
     by_id = {q.id: q for q in questions}

@@ -63,7 +63,7 @@ class AnswersStageSettings:
             seed=int(cfg.seed),
             wvs_dir=cfg.paths.wvs_dir,
             shard=shard,
-            chunk=resume_chunk(cfg),
+            chunk=resume_chunk(OmegaConf.select(cfg, "answers.resume_chunk", default=256)),
             overwrite=outputs.overwrite_requested(cfg),
             devices=devices,
             workers_dir=Path(str(workers_dir)) if workers_dir else None,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from culturespa.errors import CultureSPAError
 
 
-def resume_chunk(cfg: Any) -> int:
-    """``answers.resume_chunk``: how many questions go to the engine together (answers stage and evaluation)."""
-    chunk = OmegaConf.select(cfg, "answers.resume_chunk", default=256)
+def resume_chunk(chunk: Any) -> int:
+    """``answers.resume_chunk`` as configured, checked: how many questions go to the engine together (answers stage
+    and evaluation)."""
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise CultureSPAError(f"answers.resume_chunk={chunk!r} must be a positive integer")
     return chunk

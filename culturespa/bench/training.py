@@ -31,7 +31,7 @@ def _setup(model: str = MODEL) -> tuple[Any, list[dict[str, Any]], Any]:
     from culturespa.config import compose  # lazy: see the module docstring
     from culturespa.models.loader import ModelSpec, load_tokenizer  # lazy: see the module docstring
     from culturespa.train.datamodule import Collator  # lazy: see the module docstring
-    from culturespa.train.run import training_style  # lazy: see the module docstring
+    from culturespa.train.run import TrainSettings  # lazy: see the module docstring
     from culturespa.train.sft_data import ExampleEncoder, read_pairs  # lazy: see the module docstring
     from culturespa.train.synthetic import write_pairs  # lazy: see the module docstring
 
@@ -39,7 +39,7 @@ def _setup(model: str = MODEL) -> tuple[Any, list[dict[str, Any]], Any]:
     cfg = compose("train", [f"model={model}", "model.dtype=float32", "logger=none"], output_dir=tmp / "run")
     pairs = read_pairs(write_pairs(tmp / "pairs", {"USA": 64}) / "USA.jsonl", "USA")
     tokenizer = load_tokenizer(ModelSpec.from_config(cfg.model), cfg.paths.cache_dir)
-    encoder = ExampleEncoder(tokenizer, training_style(cfg), "aware", int(cfg.data.cutoff_len))
+    encoder = ExampleEncoder(tokenizer, TrainSettings.from_config(cfg).style, "aware", int(cfg.data.cutoff_len))
     examples = encoder.encode_all(pairs)
     collate = Collator(tokenizer.pad_token_id)
     steps = WARMUP_STEPS + MEASURED_STEPS

@@ -42,6 +42,7 @@ class EvaluateSettings:
     wvs_dir: str | None  # null: the package's own data
     cache_dir: str | None
     device: str
+    style: PromptStyle  # the config's prompt variant (an adapter's saved templates replace its own)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, cultures: list[str], bootstrap: BootstrapSettings) -> EvaluateSettings:
@@ -56,6 +57,7 @@ class EvaluateSettings:
             wvs_dir=cfg.paths.wvs_dir,
             cache_dir=cfg.paths.cache_dir,
             device=str(cfg.engine.device),
+            style=PromptStyle.from_config(cfg.templates, cfg.prompt),
         )
 
     @property
@@ -97,7 +99,7 @@ class AnsweringSettings:
             prompt_name=str(cfg.prompt.name),
             seed=int(cfg.seed),
             seed_step=int(OmegaConf.select(cfg, "decoding.seed_step", default=1)),
-            chunk=resume_chunk(cfg),
+            chunk=resume_chunk(OmegaConf.select(cfg, "answers.resume_chunk", default=256)),
             devices=() if worker else tuple(worker_devices(cfg)),
             model=plain(cfg, "model"),
             quantization=str(OmegaConf.select(cfg, "peft.quantization", default="none") or "none"),

@@ -10,7 +10,6 @@ the paper's experiments. Without a saved style (or for the base model) the templ
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from culturespa.prompts.builder import (
     Message,
@@ -21,11 +20,6 @@ from culturespa.prompts.builder import (
 )
 from culturespa.wvs.questions import Question
 from culturespa.wvs.survey import WVSData
-
-
-def style_for(cfg: Any, saved: PromptStyle | None) -> PromptStyle:
-    """``cfg.prompt``'s variant, with the adapter's saved templates when there are any."""
-    return adapter_style(PromptStyle.from_config(cfg.templates, cfg.prompt), saved)
 
 
 def adapter_style(style: PromptStyle, saved: PromptStyle | None) -> PromptStyle:

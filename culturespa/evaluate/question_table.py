@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from culturespa.evaluate.prompting import answer_messages, style_for
+from culturespa.evaluate.prompting import adapter_style, answer_messages
+from culturespa.prompts.builder import PromptStyle
 from culturespa.wvs.questions import Question
 from culturespa.wvs.survey import WVSData
 
@@ -91,13 +92,14 @@ def rows(
     return out
 
 
-def model_prompts(cfg: Any, wvs: WVSData, plan: Any) -> Callable[[Question, str | None], str]:
-    """The prompt each question was asked with (the configured variant, or the adapter's saved templates)."""
-    styles: dict[str | None, Any] = {}
+def model_prompts(style: PromptStyle, wvs: WVSData, plan: Any) -> Callable[[Question, str | None], str]:
+    """The prompt each question was asked with (the configured variant ``style``, with the adapter's saved
+    templates)."""
+    styles: dict[str | None, PromptStyle] = {}
 
     def prompt(question: Question, culture: str | None) -> str:
         if culture not in styles:
-            styles[culture] = style_for(cfg, plan.style_for(culture))
+            styles[culture] = adapter_style(style, plan.style_for(culture))
         return render(answer_messages(wvs, styles[culture], question, culture))
 
     return prompt

@@ -9,14 +9,19 @@ Suites (``eval.suite``):
 
 Plan → run → record: the config is read once into :class:`EvaluateSettings` (every user error — unknown culture,
 missing adapter, adapter for another base model, bad predictions file — is raised as one line before any model is
-loaded), the answers are made or read and scored into a :class:`Scored`, and the results are written and logged. The
-model's answer loop, W&B and the lineage catalogue still read the composed config (``cfg``) they were written for.
+loaded), the answers are made or read and scored into a :class:`Scored`, and the results are written and logged. What
+reads the composed config by design (W&B and its lineage, the adapters' provenance check, the model's answer loop) is
+bound to it once, in an :class:`EvaluateRuntime`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -55,6 +60,46 @@ class Scored:
     results: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EvaluateRuntime:
+    """The config-bound parts of one evaluation (as ``stages/runtime.StageRuntime`` for the generate stages):
+    ``check_adapters`` compares the adapters' provenance with this run's settings, ``track`` opens the W&B run (a WVS
+    evaluation's with its lineage: pass its output folder), ``answer`` asks the model (engine and workers' configs)."""
+
+    check_adapters: Callable[[Iterable[Path]], None]
+    track: Callable[[Path | None], AbstractContextManager[Any]]
+    answer: Callable[[WVSData, list[Question], list[str], AdapterPlan], tuple[int, dict]]
+
+    @classmethod
+    def bind(cls, cfg: DictConfig) -> EvaluateRuntime:
+        bound = functools.partial
+        return cls(bound(provenance.check_adapters, cfg), bound(evaluation_run, cfg), bound(answer_from_model, cfg))
+
+
+@contextmanager
+def evaluation_run(cfg: DictConfig, out_dir: Path | None) -> Iterator[Any]:
+    """The W&B run (None with logging off): the general suite's, or with ``out_dir`` a WVS evaluation's, which
+    declares its inputs first and logs its results on a clean exit."""
+    run = start_run(cfg, "evaluate", "general" if out_dir is None else lineage.evaluation_label(cfg))
+    try:
+        if out_dir is not None:
+            artifacts.use_inputs(run, lineage.evaluation_inputs(cfg), cfg)
+        yield run
+        if out_dir is not None:
+            artifacts.log_output(run, lineage.alignment(out_dir), cfg)
+    finally:
+        finish_run(run)
+
+
+def answer_from_model(
+    cfg: DictConfig, wvs: WVSData, questions: list[Question], cultures: list[str], plan: AdapterPlan
+) -> tuple[int, dict]:
+    """The runs answered and the answers; answering's settings are read only here (prediction files never need
+    them), and ``Engine.from_config`` and the workers take ``cfg`` itself."""
+    answering = AnsweringSettings.from_config(cfg)
+    return answering.runs, answer_with_model(answering, cfg, wvs, questions, cultures, plan)
+
+
 def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
     """Check the config and read it once (every user error before any model work)."""
     cultures = validate_config(cfg)
@@ -68,21 +113,19 @@ def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured suite; returns output paths and headline numbers."""
     settings = plan_evaluation(cfg)
+    runtime = EvaluateRuntime.bind(cfg)
     if settings.eval.suite == "general":
-        return evaluate_general(cfg, settings)
-    scored = score_wvs(cfg, settings)
-    return record(cfg, settings, scored)
+        return evaluate_general(settings, runtime)
+    return record(settings, score_wvs(settings, runtime), runtime)
 
 
-def evaluate_general(cfg: DictConfig, settings: EvaluateSettings) -> dict[str, Any]:
+def evaluate_general(settings: EvaluateSettings, runtime: EvaluateRuntime) -> dict[str, Any]:
+    """lm-evaluation-harness on the base model and the adapter(s): the WVS suite's adapter checks, its own W&B run."""
     plan = resolve_adapters(settings.eval.adapter, list(settings.cultures), settings.model, settings.cache_dir)
-    provenance.check_adapters(cfg, plan.folders.values())  # as the WVS suite, before lm-eval loads anything
+    runtime.check_adapters(plan.folders.values())  # as the WVS suite, before lm-eval loads anything
     summary = run_general(settings, plan)
-    run = start_run(cfg, "evaluate", "general")
-    try:
+    with runtime.track(None) as run:
         log_general(run, summary)
-    finally:
-        finish_run(run)
     return summary
 
 
@@ -113,22 +156,21 @@ def _setting(settings: EvaluateSettings, adapter: str | None) -> dict[str, Any]:
 
 
 def _answers(
-    cfg: DictConfig, settings: EvaluateSettings, wvs: WVSData, questions: list[Question]
+    settings: EvaluateSettings, runtime: EvaluateRuntime, wvs: WVSData, questions: list[Question]
 ) -> tuple[dict, dict[str, Any], AdapterPlan | None]:
     """The answers per culture, the ``setting`` block that says where they came from, and the adapter plan."""
     if settings.eval.source == "predictions":
         return _predicted_answers(settings, wvs, questions), _setting(settings, None), None
     cultures = list(settings.cultures)
     plan = resolve_adapters(settings.eval.adapter, cultures, settings.model, settings.cache_dir)
-    provenance.check_adapters(cfg, plan.folders.values())  # trained on debug or foreign pairs: said (paper: refused)
+    runtime.check_adapters(plan.folders.values())  # trained on debug or foreign pairs: said (paper: refused)
     setting = _setting(settings, plan.describe())
     setting["adapter_kind"] = plan.kind
-    answering = AnsweringSettings.from_config(cfg)
-    setting["runs"] = answering.runs
-    return answer_with_model(answering, cfg, wvs, questions, cultures, plan), setting, plan
+    setting["runs"], answers = runtime.answer(wvs, questions, cultures, plan)
+    return answers, setting, plan
 
 
-def score_wvs(cfg: DictConfig, settings: EvaluateSettings) -> Scored:
+def score_wvs(settings: EvaluateSettings, runtime: EvaluateRuntime) -> Scored:
     """Answer (or read) the WVS questions and score them, with intervals and the references beside."""
     wvs = WVSData.load(settings.wvs_dir)
     cultures = list(settings.cultures)
@@ -137,7 +179,7 @@ def score_wvs(cfg: DictConfig, settings: EvaluateSettings) -> Scored:
     questions = list(wvs.eval_questions)
     if settings.eval.limit is not None:  # a positive integer: checked with the config (settings.EvalSettings)
         questions = questions[: settings.eval.limit]
-    answers, setting, plan = _answers(cfg, settings, wvs, questions)
+    answers, setting, plan = _answers(settings, runtime, wvs, questions)
     results = score_all(answers, questions, wvs, cultures)
     table = ScoreTable.from_items(items_by_culture(answers, questions, wvs, cultures), [q.id for q in questions])
     attach_intervals(results, table, settings.bootstrap)
@@ -148,7 +190,7 @@ def score_wvs(cfg: DictConfig, settings: EvaluateSettings) -> Scored:
     return Scored(wvs, questions, answers, plan, results)
 
 
-def record(cfg: DictConfig, settings: EvaluateSettings, scored: Scored) -> dict[str, Any]:
+def record(settings: EvaluateSettings, scored: Scored, runtime: EvaluateRuntime) -> dict[str, Any]:
     """Write ``alignment.json``, print the table, log to W&B (and the relations outputs); returns the summary."""
     results, out_dir = scored.results, settings.output_dir
     path = write_results(out_dir, results)
@@ -163,10 +205,8 @@ def record(cfg: DictConfig, settings: EvaluateSettings, scored: Scored) -> dict[
         "references": averages(results["references"]),
     }
     wvs, questions, answers, cultures = scored.wvs, scored.questions, scored.answers, list(settings.cultures)
-    prompts = model_prompts(cfg, wvs, scored.plan) if scored.plan is not None else None
-    run = start_run(cfg, "evaluate", lineage.evaluation_label(cfg))
-    try:
-        artifacts.use_inputs(run, lineage.evaluation_inputs(cfg), cfg)
+    prompts = model_prompts(settings.style, wvs, scored.plan) if scored.plan is not None else None
+    with runtime.track(out_dir) as run:
         log_results(run, results)
         log_table(run, answers, questions, wvs, cultures, prompts)
         if settings.eval.suite == "relations":
@@ -175,7 +215,4 @@ def record(cfg: DictConfig, settings: EvaluateSettings, scored: Scored) -> dict[
             log_outputs(run, "relations", outputs)
             summary["relations"] = {k: str(v) for k, v in outputs.items()}
             summary["relations_matrix"] = matrix
-        artifacts.log_output(run, lineage.alignment(out_dir), cfg)
-    finally:
-        finish_run(run)
     return summary

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from culturespa.errors import fail
 from culturespa.stages.lineage import filter_source
 from culturespa.utils.jsonl import read_records
@@ -90,15 +92,14 @@ def load_questions(path: str | Path) -> list[Question]:
     return questions
 
 
-def pipeline_pool(cfg: Any, mode: str) -> str:
+def pipeline_pool(cfg: DictConfig, mode: str) -> str:
     """The question pool the pipeline filters for ``pipeline.questions=pool|both``.
 
     ``both`` adds the paper's pool to the model's own questions. ``pool`` reads ``filter.input``, except where it is
     still its stage-by-stage default (``questions.output``, a leftover of a manual run outside the pipeline's cache):
-    the pipeline's own questions come only from its cache, so there the paper's pool is meant.
+    the pipeline's own questions come only from its cache, so there the paper's pool is meant. It takes the pipeline's
+    config itself: what it asks is whether ``filter.input`` is still that interpolation, unresolved.
     """
-    from omegaconf import OmegaConf
-
     if mode == "both":
         return str(cfg.paths.question_pool_dir)
     raw = OmegaConf.to_container(cfg.filter, resolve=False).get("input")

@@ -23,6 +23,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from culturespa.errors import CultureSPAError
+from culturespa.prompts.builder import PromptStyle
+from culturespa.settings import DataSettings
 from culturespa.train.sft_data import Pair, PairChats, prepare_splits, shuffled
 from culturespa.utils.jsonl import write_json
 from culturespa.wvs.survey import WVSData
@@ -93,8 +95,9 @@ def run_export(cfg: DictConfig, cultures: list[str]) -> dict[str, Any]:
     fmt = str(cfg.export.format)
     if fmt not in FORMATS:
         raise CultureSPAError(f"export.format={fmt!r} is not valid; choose one of: {', '.join(FORMATS)}")
-    splits = prepare_splits(cfg, cultures)  # the pairs files are checked (one-line errors) before anything is written
-    style = training_style(cfg)
+    data = DataSettings.from_config(cfg.data)
+    splits = prepare_splits(cfg.sft.pairs_dir, data, cultures)  # pairs files checked (one-line errors) before writing
+    style = training_style(PromptStyle.from_config(cfg.templates, cfg.prompt), data)
     wvs = None
     if style.system == "cct":
         wvs = WVSData.load(cfg.paths.wvs_dir)

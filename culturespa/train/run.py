@@ -69,14 +69,20 @@ class TrainSettings:
     trainer: DictConfig
     callbacks: DictConfig | None
     logger: DictConfig
+    style: PromptStyle  # the SFT examples' (training_style)
+    overrides: tuple[str, ...]  # the command line's, for the evaluate command printed at the end
+    task_name: str
+    identity: dict[str, Any] = field(repr=False)  # what shapes an adapter besides its job and pairs (fingerprint)
     config_yaml: str = field(repr=False)  # the resolved config, saved beside each adapter
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrainSettings:
-        plain = to_plain(cfg)
+        plain, data = to_plain(cfg), DataSettings.from_config(cfg.data)
+        # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
+        skip = ("output_dir", "resume", "num_workers", "accelerator", "precision", "checkpoint_minutes")
         return cls(
             sft=SFTSettings.from_config(cfg.sft),
-            data=DataSettings.from_config(cfg.data),
+            data=data,
             mode=ModeSettings.from_config(cfg.mode),
             model=plain["model"],
             peft=plain["peft"],
@@ -86,6 +92,16 @@ class TrainSettings:
             trainer=cfg.trainer,
             callbacks=cfg.get("callbacks"),
             logger=cfg.logger,
+            style=training_style(PromptStyle.from_config(cfg.templates, cfg.prompt), data),
+            overrides=tuple(task_overrides(cfg)),
+            task_name=str(cfg.get("task_name")),
+            identity={
+                **{key: plain[key] for key in ("model", "peft", "data", "mode", "templates")},
+                "sft": {k: v for k, v in plain["sft"].items() if k not in skip},
+                "cultures": plain.get("cultures"),
+                "seed": plain.get("seed"),
+                "precision": plain["trainer"].get("precision"),
+            },
             config_yaml=OmegaConf.to_yaml(OmegaConf.create(plain)),
         )
 
@@ -136,41 +152,23 @@ def world_size(trainer_cfg: Any) -> int:
     raise CultureSPAError(f"trainer.devices={devices!r} is not valid; give a positive count, a list or auto")
 
 
-def training_style(cfg: DictConfig) -> PromptStyle:
-    """The prompt style of the SFT examples: the configured templates with the system kind of ``data.train_system``
+def training_style(style: PromptStyle, data: DataSettings) -> PromptStyle:
+    """The prompt style of the SFT examples: the configured ``style`` with the system kind of ``data.train_system``
     (null: ``data.system``, whose answers the pairs compare); it is saved beside the adapter so evaluation asks the
     model the way it was trained."""
-    style = PromptStyle.from_config(cfg.templates, cfg.prompt)
-    style.system = str(OmegaConf.select(cfg, "data.train_system", default=None) or cfg.data.system)
-    return style
+    return dataclasses.replace(style, system=str(data.train_system or data.system))
 
 
-def fingerprint(cfg: DictConfig, job: str, codes: Sequence[str] | None = None) -> str:
+def fingerprint(settings: TrainSettings, job: str, codes: Sequence[str] | None = None) -> str:
     """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
-    plain = to_plain(cfg)
-    # sft.accelerator/precision: where it runs (the precision counts below, as the Trainer's)
-    skip = ("output_dir", "resume", "num_workers", "accelerator", "precision", "checkpoint_minutes")
-    sft = {k: v for k, v in plain["sft"].items() if k not in skip}
-    picked = {
-        "job": job,
-        "model": plain["model"],
-        "peft": plain["peft"],
-        "data": plain["data"],
-        "sft": sft,
-        "mode": plain["mode"],
-        "cultures": plain.get("cultures"),
-        "templates": plain["templates"],
-        "seed": plain.get("seed"),
-        "precision": plain["trainer"].get("precision"),
-        # regenerated pairs never resume an old checkpoint; only the job's own cultures' files count (``codes``), so
-        # a culture-specific job keeps its checkpoints when another culture's pairs change
-        "pairs_content": {
-            name: digest
-            for name, digest in pairs_digest(cfg.sft.pairs_dir).items()
-            if codes is None or name.removesuffix(".jsonl") in codes
-        },
+    # regenerated pairs never resume an old checkpoint; only the job's own cultures' files count (``codes``), so a
+    # culture-specific job keeps its checkpoints when another culture's pairs change
+    pairs = {
+        name: digest
+        for name, digest in pairs_digest(settings.sft.pairs_dir).items()
+        if codes is None or name.removesuffix(".jsonl") in codes
     }
-    return digest_of(picked)
+    return digest_of({"job": job, **settings.identity, "pairs_content": pairs})
 
 
 def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -182,8 +180,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     claim(settings.sft.output_dir, run_inputs(cfg), TRAIN_OUTPUTS, restart=not settings.sft.resume)
     mode = settings.mode.name
     # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
-    splits = prepare_splits(settings, cultures, skip_empty=mode == "joint")
-    style = training_style(cfg)
+    splits = prepare_splits(settings.sft.pairs_dir, settings.data, cultures, skip_empty=mode == "joint")
+    style = settings.style
     trained = [c for c in cultures if c in splits]
     jobs: list[tuple[str, list[str]]] = [("joint", trained)] if mode == "joint" else [(c, [c]) for c in cultures]
 
@@ -194,7 +192,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     single_log_lines()
     runs: dict[str, dict[str, Any]] = {}
     for name, codes in jobs:
-        job = plan_job(settings, plan, name, codes, splits, fingerprint(cfg, name, codes))
+        job = plan_job(settings, plan, name, codes, splits, fingerprint(settings, name, codes))
         if job.done is not None:
             runs[name] = record_job(job, job.done)
             continue
@@ -205,7 +203,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         )
         run_job(settings, plan, job, encoder, style, tokenizer, io, callbacks)
         runs[name] = record_job(job, None)
-    _print_next(cfg, mode, runs)
+    _print_next(settings, runs)
     return {
         "mode": mode,
         "cultures": cultures,
@@ -370,24 +368,25 @@ def record_job(job: JobPlan, done: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def evaluate_command(cfg: DictConfig, adapter: str | Path) -> str:
-    """The ``evaluate.py`` command for ``adapter``: this run's model/mode/culture/prompt choices, pasteable as is."""
+def evaluate_command(overrides: Sequence[str], adapter: str | Path) -> str:
+    """The ``evaluate.py`` command for ``adapter``: the model/mode/culture/prompt choices of this run's command-line
+    ``overrides``, pasteable as is."""
     keep = ("model", "mode", "cultures", "prompt", "templates", "experiment", "debug", "paths.")
-    picked = [o for o in task_overrides(cfg) if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
+    picked = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
     return " ".join(["python evaluate.py", shlex.quote(f"eval.adapter={adapter}"), *map(shlex.quote, picked)])
 
 
-def _print_next(cfg: DictConfig, mode: str, runs: dict[str, dict[str, Any]]) -> None:
+def _print_next(settings: TrainSettings, runs: dict[str, dict[str, Any]]) -> None:
     """Where the adapter(s) went and the command that evaluates them."""
     if rank_zero_only.rank != 0:
         return
     for name, run in runs.items():
         print(f"adapter ({name}): {run['adapter']}")
-    if str(cfg.get("task_name")) != "train":  # the pipeline evaluates it itself
+    if settings.task_name != "train":  # the pipeline evaluates it itself
         return
     folder = Path(next(iter(runs.values()))["adapter"])
-    target = folder if mode == "joint" else folder.parent
-    print(f"next: {evaluate_command(cfg, target)}")
+    target = folder if settings.mode.name == "joint" else folder.parent
+    print(f"next: {evaluate_command(settings.overrides, target)}")
 
 
 def _finish_wandb(loggers: Sequence[Any]) -> None:

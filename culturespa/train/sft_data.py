@@ -16,6 +16,7 @@ from typing import Any
 
 from culturespa.errors import CultureSPAError, fail
 from culturespa.prompts.builder import PromptBuilder, PromptStyle, similar_cultures
+from culturespa.settings import DataSettings
 from culturespa.utils.jsonl import iter_jsonl
 from culturespa.wvs.questions import Question
 
@@ -116,17 +117,17 @@ def split_culture(pairs: Sequence[Pair], val_fraction: float, fraction: float, s
     return CultureSplit(culture, len(pairs), stratified_sample(rest, fraction, seed, culture), val)
 
 
-def prepare_splits(cfg: Any, cultures: Sequence[str], skip_empty: bool = False) -> dict[str, CultureSplit]:
+def prepare_splits(
+    pairs_dir: str | Path, data: DataSettings, cultures: Sequence[str], skip_empty: bool = False
+) -> dict[str, CultureSplit]:
     """Read, validate and split every selected culture's pairs (no tokenizer or model needed).
 
     ``skip_empty`` (joint mode): a culture whose pairs file is empty is left out with a warning, since one culture
     without culture-related pairs should not stop the others' adapter; it stops only when every file is empty."""
-    pairs = load_pairs(cfg.sft.pairs_dir, cultures, allow_empty=skip_empty)
+    pairs = load_pairs(pairs_dir, cultures, allow_empty=skip_empty)
     empty = [code for code, found in pairs.items() if not found]
     if empty and len(empty) == len(pairs):
-        raise fail(
-            cfg.sft.pairs_dir, f"no pairs for any culture ({', '.join(empty)}: empty files): nothing to train on"
-        )
+        raise fail(pairs_dir, f"no pairs for any culture ({', '.join(empty)}: empty files): nothing to train on")
     if empty:
         log.warning(
             "no pairs for %s (empty pairs file): training on the other %d cultures without it",
@@ -134,7 +135,6 @@ def prepare_splits(cfg: Any, cultures: Sequence[str], skip_empty: bool = False) 
             len(pairs) - len(empty),
         )
         pairs = {code: found for code, found in pairs.items() if found}
-    data = cfg.data
     return {
         c: split_culture(p, float(data.val_fraction), float(data.fraction), int(data.seed)) for c, p in pairs.items()
     }
