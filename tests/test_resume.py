@@ -19,7 +19,8 @@ from omegaconf import OmegaConf, open_dict
 
 from culturespa.config import compose
 from culturespa.errors import CultureSPAError
-from culturespa.stages.run_inputs import claim, run_inputs
+from culturespa.stages.identity import pairs_digest
+from culturespa.stages.run_inputs import claim
 from culturespa.train.checkpoints import LAST, PREVIOUS, find_resume
 from culturespa.train.synthetic import write_pairs
 from culturespa.utils.jsonl import ResumableJsonl, write_json
@@ -85,7 +86,7 @@ def test_a_retrained_adapter_or_regenerated_pairs_are_refused_in_the_earlier_run
     out = tmp_path / "train"
     train_args = ["debug=tiny", "cultures=[USA]", f"sft.pairs_dir={pairs}", f"sft.output_dir={out}"]
     (out / "checkpoints").mkdir(parents=True)
-    claim(out, run_inputs(compose("train", train_args)), ["checkpoints"])
+    claim(out, {"pairs_content": pairs_digest(pairs)}, ["checkpoints"])
     write_pairs(pairs, {"USA": 17})  # regenerated
     with pytest.raises(CultureSPAError, match="pairs_content changed since"):  # before any model is loaded
         train(compose("train", train_args))

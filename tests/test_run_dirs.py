@@ -13,7 +13,7 @@ import pytest
 from culturespa.errors import CultureSPAError
 from culturespa.stages import run_inputs as ledger
 from culturespa.stages.identity import config_key
-from culturespa.stages.run_inputs import LEDGER, TRAIN_OUTPUTS, adapter_identity, claim, run_inputs
+from culturespa.stages.run_inputs import LEDGER, TRAIN_OUTPUTS, adapter_identity, claim
 from culturespa.utils.rundirs import run_dir_name
 
 
@@ -30,22 +30,16 @@ def test_a_run_folder_name_is_the_config_alone(pinned, tmp_path: Path) -> None: 
     assert str(training.hydra.run.dir) == before
 
 
-def test_run_inputs_follow_the_pairs_and_the_adapter_as_they_are_now(pinned, tmp_path: Path) -> None:  # noqa: ANN001
-    pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    (pairs / "USA.jsonl").write_text('{"q": 1}\n')
-    training = pinned("train", f"sft.pairs_dir={pairs}")
-    assert run_inputs(training) == {"pairs_content": {"USA.jsonl": "f4ae84c7085b"}}
+def test_an_adapter_retrained_in_place_has_another_identity(tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"w")
     os.utime(adapter / "adapter_model.safetensors", ns=(1, 1))
-    evaluation = pinned("evaluate", f"eval.adapter={adapter}")
-    before = run_inputs(evaluation)
-    assert before == {"eval.adapter": adapter_identity(adapter)}
+    before = adapter_identity(adapter)
+    assert before == {"path": str(adapter.resolve()), "files": [["adapter_model.safetensors", 1, 1]]}
     os.utime(adapter / "adapter_model.safetensors", ns=(2, 2))  # retrained in place
-    assert run_inputs(evaluation) != before
-    assert run_inputs(pinned("evaluate")) == {}  # the base model reads nothing besides its config
+    assert adapter_identity(adapter) != before
+    assert adapter_identity(None) is None and adapter_identity(tmp_path / "gone") == str(tmp_path / "gone")
 
 
 def test_a_folder_refuses_outputs_from_other_inputs_and_resumes_with_the_same(tmp_path: Path) -> None:

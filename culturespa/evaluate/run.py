@@ -40,7 +40,7 @@ from culturespa.evaluate.references import averages, reference_scores
 from culturespa.evaluate.report import log_results, print_table, write_results
 from culturespa.evaluate.uncertainty import BootstrapSettings, ScoreTable, attach_intervals
 from culturespa.stages import lineage, provenance
-from culturespa.stages.run_inputs import EVALUATE_OUTPUTS, claim, run_inputs
+from culturespa.stages.run_inputs import EVALUATE_OUTPUTS, adapter_identity, claim
 from culturespa.utils import artifacts
 from culturespa.utils.tracking import finish_run, start_run
 from culturespa.wvs.questions import Question
@@ -106,7 +106,8 @@ def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
     bootstrap = BootstrapSettings.from_config(cfg)  # a bad eval.bootstrap value fails before the adapter search
     resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
     settings = EvaluateSettings.from_config(cfg, cultures, bootstrap)
-    claim(settings.output_dir, run_inputs(cfg), EVALUATE_OUTPUTS)  # a retrained adapter: not into these answers
+    adapter = adapter_identity(settings.eval.adapter)  # ``latest`` resolved above; None: the base model
+    claim(settings.output_dir, {"eval.adapter": adapter} if adapter else {}, EVALUATE_OUTPUTS)  # never mixed answers
     return settings
 
 

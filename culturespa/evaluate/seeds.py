@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scipy import stats
+
 from culturespa.errors import CultureSPAError, run_cli
 from culturespa.evaluate.comparison import paired_tables
 from culturespa.evaluate.paired import over_seeds
@@ -138,8 +140,6 @@ def _uncertainty(
 
 def _t_fallback(values: list[float], confidence: float) -> dict[str, Any]:
     """Fallback without per-question answers: the t interval over the seeds, and the one-sample t-test's p."""
-    from scipy import stats  # scipy.stats loads slowly: only for intervals over a few seeds
-
     if len(values) < 2 or statistics.stdev(values) == 0.0:
         return {"lo": None, "hi": None, "p": None}
     lo, hi = t_interval(values, confidence) or (None, None)

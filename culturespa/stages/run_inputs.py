@@ -3,7 +3,8 @@ writes to, so the same command over other inputs is refused before anything ther
 
 Run folders are named from config values alone (``culturespa/utils/rundirs.py``: resolving ``hydra.run.dir`` reads
 no file), so regenerated pairs or a retrained adapter at the same path land in the folder of the earlier run. The
-stage, not the config resolver, reads those inputs: it calls :func:`claim` first, which writes ``run_inputs.json``
+stage, not the config resolver, reads those inputs (training: the pairs' content hashes; evaluation: the adapter's
+:func:`adapter_identity`, ``latest`` already resolved) and calls :func:`claim` first, which writes ``run_inputs.json``
 on a first run, passes a rerun over the same inputs (a crashed run resumes), and stops with one line naming what
 changed when the folder already holds outputs made from other inputs.
 """
@@ -15,11 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from culturespa.errors import CultureSPAError
-from culturespa.stages.identity import pairs_digest
-from culturespa.stages.lineage import find_latest_adapter
 from culturespa.utils.jsonl import write_json
 
 LEDGER = "run_inputs.json"
@@ -37,21 +34,6 @@ def adapter_identity(adapter: Any) -> Any:
     files = sorted(p for p in root.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
     stats = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files[:500]]
     return {"path": str(root.resolve()), "files": stats}
-
-
-def run_inputs(cfg: DictConfig) -> dict[str, Any]:
-    """What a ``train`` or ``evaluate`` run reads besides its config, as it is now (name → identity): the evaluated
-    adapter's files (``latest``: the adapter it stands for) and, for training, the pairs' contents."""
-    inputs: dict[str, Any] = {}
-    adapter = OmegaConf.select(cfg, "eval.adapter", default=None)
-    if adapter is not None and str(OmegaConf.select(cfg, "task_name", default="")) == "evaluate":
-        if str(adapter) == "latest":
-            found = find_latest_adapter(cfg, required=False)
-            adapter = str(found) if found else adapter
-        inputs["eval.adapter"] = adapter_identity(adapter)
-    if str(OmegaConf.select(cfg, "task_name", default="")) == "train":
-        inputs["pairs_content"] = pairs_digest(OmegaConf.select(cfg, "sft.pairs_dir", default=""))
-    return inputs
 
 
 def claim(folder: str | Path, inputs: Mapping[str, Any], outputs: Iterable[str], restart: bool = False) -> None:

@@ -156,7 +156,7 @@ class SFTModule(L.LightningModule):
         )
 
     def _add(self, key: str, value: torch.Tensor) -> None:
-        self._window[key] = self._window[key].to(value.device) + value if key in self._window else value
+        self._window[key] = self._window[key] + value if key in self._window else value
 
     @staticmethod
     def _now() -> float:
@@ -209,4 +209,7 @@ class SFTModule(L.LightningModule):
         if state:
             torch.set_rng_state(state["torch"])
             self.samples_seen = int(state.get("samples_seen", 0))
-        self._window.update(checkpoint.get(LOSS_KEY) or {})  # on the CPU: _add moves it to the step's device
+        self._window.update(checkpoint.get(LOSS_KEY) or {})  # on the CPU: on_train_start moves it to the device
+
+    def on_train_start(self) -> None:
+        self._window = {key: value.to(self.device) for key, value in self._window.items()}

@@ -34,7 +34,7 @@ from culturespa.stages.identity import fingerprint as digest_of
 from culturespa.stages.identity import pairs_digest
 from culturespa.stages.lineage import track_training
 from culturespa.stages.provenance import adapter_record
-from culturespa.stages.run_inputs import TRAIN_OUTPUTS, claim, run_inputs
+from culturespa.stages.run_inputs import TRAIN_OUTPUTS, claim
 from culturespa.train.checkpoints import AdapterExport, Resume, ValidationLedger, find_resume, read_meta, resume_line
 from culturespa.train.datamodule import SFTDataModule, steps_per_epoch
 from culturespa.train.module import SFTModule
@@ -159,15 +159,15 @@ def training_style(style: PromptStyle, data: DataSettings) -> PromptStyle:
     return dataclasses.replace(style, system=str(data.train_system or data.system))
 
 
-def fingerprint(settings: TrainSettings, job: str, codes: Sequence[str] | None = None) -> str:
-    """Identity of one training job: what shapes the adapter (not where it is written or whether to resume)."""
+def fingerprint(
+    settings: TrainSettings, job: str, codes: Sequence[str] | None = None, digests: dict[str, str] | None = None
+) -> str:
+    """Identity of one training job: what shapes the adapter (not where it is written or whether to resume).
+    ``digests``: the pairs files' content hashes when already read (:func:`pairs_digest` of ``sft.pairs_dir``)."""
     # regenerated pairs never resume an old checkpoint; only the job's own cultures' files count (``codes``), so a
     # culture-specific job keeps its checkpoints when another culture's pairs change
-    pairs = {
-        name: digest
-        for name, digest in pairs_digest(settings.sft.pairs_dir).items()
-        if codes is None or name.removesuffix(".jsonl") in codes
-    }
+    digests = pairs_digest(settings.sft.pairs_dir) if digests is None else digests
+    pairs = {name: d for name, d in digests.items() if codes is None or name.removesuffix(".jsonl") in codes}
     return digest_of({"job": job, **settings.identity, "pairs_content": pairs})
 
 
@@ -177,7 +177,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     settings = TrainSettings.from_config(cfg)
     plan = BatchPlan.of(settings.sft, settings.trainer)
     check_strategy(settings.trainer)  # strategy errors (trainer=fsdp on CPUs) before any file is read
-    claim(settings.sft.output_dir, run_inputs(cfg), TRAIN_OUTPUTS, restart=not settings.sft.resume)
+    digests = pairs_digest(settings.sft.pairs_dir)  # read once: the run folder's inputs and every job's fingerprint
+    claim(settings.sft.output_dir, {"pairs_content": digests}, TRAIN_OUTPUTS, restart=not settings.sft.resume)
     mode = settings.mode.name
     # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
     splits = prepare_splits(settings.sft.pairs_dir, settings.data, cultures, skip_empty=mode == "joint")
@@ -192,7 +193,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     single_log_lines()
     runs: dict[str, dict[str, Any]] = {}
     for name, codes in jobs:
-        job = plan_job(settings, plan, name, codes, splits, fingerprint(settings, name, codes))
+        job = plan_job(settings, plan, name, codes, splits, fingerprint(settings, name, codes, digests))
         if job.done is not None:
             runs[name] = record_job(job, job.done)
             continue
