@@ -107,7 +107,8 @@ def plan_evaluation(cfg: DictConfig) -> EvaluateSettings:
     resolve_latest(cfg)  # eval.adapter=latest → the newest adapter for this model and mode
     settings = EvaluateSettings.from_config(cfg, cultures, bootstrap)
     adapter = adapter_identity(settings.eval.adapter)  # ``latest`` resolved above; None: the base model
-    claim(settings.output_dir, {"eval.adapter": adapter} if adapter else {}, EVALUATE_OUTPUTS)  # never mixed answers
+    standalone = cfg.get("task_name") == "evaluate"  # the pipeline's stage folders are hashed by what they read
+    claim(settings.output_dir, {"eval.adapter": adapter} if adapter and standalone else {}, EVALUATE_OUTPUTS)
     return settings
 
 

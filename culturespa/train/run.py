@@ -178,7 +178,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     plan = BatchPlan.of(settings.sft, settings.trainer)
     check_strategy(settings.trainer)  # strategy errors (trainer=fsdp on CPUs) before any file is read
     digests = pairs_digest(settings.sft.pairs_dir)  # read once: the run folder's inputs and every job's fingerprint
-    claim(settings.sft.output_dir, {"pairs_content": digests}, TRAIN_OUTPUTS, restart=not settings.sft.resume)
+    inputs = {"pairs_content": digests} if settings.task_name == "train" else {}  # pipeline: hashed stage folders
+    claim(settings.sft.output_dir, inputs, TRAIN_OUTPUTS, restart=not settings.sft.resume)
     mode = settings.mode.name
     # every pairs file checked before any model is loaded; joint mode leaves out a culture without pairs (warning)
     splits = prepare_splits(settings.sft.pairs_dir, settings.data, cultures, skip_empty=mode == "joint")
